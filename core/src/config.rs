@@ -1,0 +1,129 @@
+//! Typed configuration from environment variables, with every error reported at once.
+//!
+//! Each binary declares one config struct and builds it with an [`Env`]: every lookup records
+//! its own error instead of returning early, and [`Env::finish`] reports them all together, so a
+//! user fixes a broken deployment in one pass rather than one variable per restart.
+
+use std::{fmt::Display, str::FromStr, time::Duration};
+
+/// Reads environment variables (or any key/value source, for tests) and collects errors.
+#[derive(Debug, Default)]
+pub struct Env {
+    overrides: Vec<(String, String)>,
+    errors: Vec<String>,
+}
+
+/// Every problem found in a configuration, one per line.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+pub struct ConfigError(pub Vec<String>);
+
+impl Env {
+    /// Reads the process environment.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reads the given pairs first, then the process environment (for tests and flags).
+    pub fn with_overrides<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Self {
+            overrides: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+            errors: Vec::new(),
+        }
+    }
+
+    fn raw(&self, key: &str) -> Option<String> {
+        self.overrides
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var(key).ok())
+            .filter(|v| !v.trim().is_empty())
+    }
+
+    /// An optional string.
+    pub fn optional_string(&mut self, key: &str) -> Option<String> {
+        self.raw(key)
+    }
+
+    /// A string with a default.
+    pub fn string(&mut self, key: &str, default: &str) -> String {
+        self.raw(key).unwrap_or_else(|| default.to_owned())
+    }
+
+    /// Any `FromStr` value with a default; a value that does not parse is recorded as an error.
+    pub fn parse<T>(&mut self, key: &str, default: T) -> T
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        match self.raw(key) {
+            None => default,
+            Some(text) => match text.trim().parse() {
+                Ok(value) => value,
+                Err(e) => {
+                    self.errors
+                        .push(format!("{key}={text:?} is not valid: {e}"));
+                    default
+                }
+            },
+        }
+    }
+
+    /// A duration in milliseconds.
+    pub fn millis(&mut self, key: &str, default: Duration) -> Duration {
+        let ms = self.parse::<u64>(key, u64::try_from(default.as_millis()).unwrap_or(u64::MAX));
+        Duration::from_millis(ms)
+    }
+
+    /// A duration in seconds.
+    pub fn seconds(&mut self, key: &str, default: Duration) -> Duration {
+        Duration::from_secs(self.parse::<u64>(key, default.as_secs()))
+    }
+
+    /// Records a problem found while checking values together (for example, min > max).
+    pub fn error(&mut self, message: impl Into<String>) {
+        self.errors.push(message.into());
+    }
+
+    /// The collected errors, if any.
+    pub fn finish(self) -> Result<(), ConfigError> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError(self.errors))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_every_bad_value_together() {
+        let mut env = Env::with_overrides([("A_PORT", "eighty"), ("A_MS", "-1")]);
+        let port: u16 = env.parse("A_PORT", 80);
+        let ms = env.millis("A_MS", Duration::from_millis(5));
+        assert_eq!(port, 80);
+        assert_eq!(ms, Duration::from_millis(5));
+        let err = env.finish().unwrap_err();
+        assert_eq!(err.0.len(), 2, "{err}");
+        assert!(err.to_string().contains("A_PORT"));
+        assert!(err.to_string().contains("A_MS"));
+    }
+
+    #[test]
+    fn defaults_apply_and_good_values_parse() {
+        let mut env = Env::with_overrides([("B_N", "7")]);
+        assert_eq!(env.parse::<u32>("B_N", 1), 7);
+        assert_eq!(env.string("B_UNSET_FOR_TEST", "x"), "x");
+        assert!(env.finish().is_ok());
+    }
+}

@@ -1,0 +1,221 @@
+//! The job schema: what a job is, its states, and the record kept in the KV bucket.
+//!
+//! The record is JSON so that `nats kv get tandem_jobs <id>` reads well; its shape is part of the
+//! HTTP contract too (`GET /job/<id>` returns it as is).
+
+use std::{fmt, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// A job's id: a random (v4) UUID, 122 random bits, so ids neither collide nor can be guessed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct JobId(Uuid);
+
+impl JobId {
+    /// A fresh random id.
+    pub fn new() -> Self {
+        Self(Uuid::new_v4())
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.as_hyphenated().fmt(f)
+    }
+}
+
+/// Why a string is not a job id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a job id: expected a UUID like 3f2b8c1e-6a1d-4c2e-9f4b-2a7d9e0c5b11")]
+pub struct InvalidJobId;
+
+impl FromStr for JobId {
+    type Err = InvalidJobId;
+
+    /// Only the canonical hyphenated form (36 characters) is accepted: one spelling per job, so
+    /// a KV key can never be reached through another form of the same id.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() != 36 {
+            return Err(InvalidJobId);
+        }
+        Uuid::try_parse(s).map(Self).map_err(|_| InvalidJobId)
+    }
+}
+
+impl TryFrom<String> for JobId {
+    type Error = InvalidJobId;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<JobId> for String {
+    fn from(id: JobId) -> Self {
+        id.to_string()
+    }
+}
+
+/// Where a job is in its life. `succeeded`, `failed` and `cancelled` are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// Stored on the queue, waiting for a worker.
+    Queued,
+    /// A worker is running the slow model (or will retry it after a transient failure).
+    Running,
+    /// The slow model answered; `slow` holds its result.
+    Succeeded,
+    /// The job cannot succeed; `error` says why.
+    Failed,
+    /// The client cancelled it before it finished.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// No more changes will come.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+
+    /// The name used in JSON and as the SSE event name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// One class of a classifier's top k.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassScore {
+    pub label: String,
+    pub score: f32,
+    /// The class index in the model's label file.
+    pub index: usize,
+}
+
+/// What one model said about one image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    /// The model's name in the model server.
+    pub model: String,
+    /// Top-1 label.
+    pub label: String,
+    /// Top-1 probability.
+    pub score: f32,
+    /// The best classes, best first (top-1 included).
+    pub top_k: Vec<ClassScore>,
+    /// Wall time of the model call as seen by the caller (gRPC round trip included).
+    pub inference_ms: f64,
+}
+
+/// The record of one job in the results bucket (key: the job id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub status: JobStatus,
+    /// The fast model's answer, as the `POST /predict` reply carried it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fast: Option<Prediction>,
+    /// The slow model's answer, once `succeeded`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow: Option<Prediction>,
+    /// Why the job failed, or the last transient error while it is retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// How many times a worker started the slow model on it.
+    pub attempts: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    pub submitted_at: OffsetDateTime,
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub started_at: Option<OffsetDateTime>,
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub finished_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+impl JobRecord {
+    /// A job just accepted.
+    pub fn queued(id: JobId, submitted_at: OffsetDateTime) -> Self {
+        Self {
+            id,
+            status: JobStatus::Queued,
+            fast: None,
+            slow: None,
+            error: None,
+            attempts: 0,
+            submitted_at,
+            started_at: None,
+            finished_at: None,
+            updated_at: submitted_at,
+        }
+    }
+
+    /// Moves to `status`, stamping the times that go with it.
+    pub fn transition(&mut self, status: JobStatus) {
+        let now = OffsetDateTime::now_utc();
+        if status == JobStatus::Running && self.started_at.is_none() {
+            self.started_at = Some(now);
+        }
+        if status.is_terminal() {
+            self.finished_at = Some(now);
+        }
+        self.status = status;
+        self.updated_at = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_are_canonical_uuids_only() {
+        let id = JobId::new();
+        assert_eq!(id.to_string().parse::<JobId>(), Ok(id));
+        for bad in [
+            "",
+            "abc123",
+            "../../etc/passwd",
+            "3f2b8c1e6a1d4c2e9f4b2a7d9e0c5b11",
+            "{3f2b8c1e-6a1d-4c2e-9f4b-2a7d9e0c5b11}",
+            "3f2b8c1e-6a1d-4c2e-9f4b-2a7d9e0c5b1z",
+        ] {
+            assert_eq!(bad.parse::<JobId>(), Err(InvalidJobId), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn record_json_uses_lowercase_status_and_rfc3339_times() {
+        let mut record = JobRecord::queued(JobId::new(), OffsetDateTime::now_utc());
+        record.transition(JobStatus::Running);
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(json["status"], "running");
+        assert!(json["started_at"].as_str().unwrap().contains('T'));
+        assert!(json.get("finished_at").is_none());
+        let back: JobRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(back, record);
+    }
+}

@@ -1,0 +1,20 @@
+//! What two or more Tandem crates share, and nothing else.
+//!
+//! Layout:
+//! - `config`: typed configuration from the environment, all errors reported together;
+//! - `telemetry`: the one logging/tracing setup of every binary;
+//! - `shutdown`: the SIGINT/SIGTERM future every server drains on;
+//! - `job`: the job schema (`JobId`, `JobStatus`, `JobRecord`, `Prediction`);
+//! - `nats`: the NATS contract (stream, subject, consumer, buckets, headers, settings);
+//! - `slow_job`: `SlowJob`, the queue message;
+//! - `store`: `JobStore`, records in the KV bucket with compare-and-set;
+//! - `model_client`: `ModelClient`, classification over the Open Inference Protocol.
+
+pub mod config;
+pub mod job;
+pub mod model_client;
+pub mod nats;
+pub mod shutdown;
+pub mod slow_job;
+pub mod store;
+pub mod telemetry;

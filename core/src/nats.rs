@@ -1,0 +1,209 @@
+//! The NATS contract: every stream, subject, consumer, bucket and header Tandem uses, in one place.
+//!
+//! `nats/README.md` documents the same names for people using the `nats` CLI; keep the two in
+//! step. Services call [`ensure_jobs_stream`], [`ensure_worker_consumer`], [`ensure_jobs_bucket`]
+//! and [`ensure_images_bucket`] at start: they create what is missing and update what exists, so
+//! a restart with new limits applies them and two services starting together do not fight.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, kv, object_store, stream};
+
+use crate::config::Env;
+
+/// The work-queue stream holding submitted slow jobs (`nats stream info TANDEM_JOBS`).
+pub const JOBS_STREAM: &str = "TANDEM_JOBS";
+/// The subject a job is published on.
+pub const JOBS_SUBJECT: &str = "tandem.jobs.slow";
+/// The durable pull consumer every slow-worker shares (`nats consumer info TANDEM_JOBS slow-workers`).
+pub const WORKER_CONSUMER: &str = "slow-workers";
+/// The KV bucket of job records, key = job id (`nats kv get tandem_jobs <id>`).
+pub const JOBS_BUCKET: &str = "tandem_jobs";
+/// Key prefix, in the jobs bucket, of idempotency keys (value: the job id they map to).
+pub const IDEMPOTENCY_KEY_PREFIX: &str = "idem.";
+/// The object store for images too big to travel inline in a job message.
+pub const IMAGES_BUCKET: &str = "tandem_images";
+
+/// Message headers of a job message.
+pub mod headers {
+    /// JetStream's de-duplication id: the job id, or the idempotency key's digest.
+    pub const MSG_ID: &str = "Nats-Msg-Id";
+    /// The job id.
+    pub const JOB_ID: &str = "Tandem-Job-Id";
+    /// When the gateway accepted the job (RFC 3339).
+    pub const SUBMITTED_AT: &str = "Tandem-Submitted-At";
+    /// Present when the image is in the object store instead of the payload: the object's name.
+    pub const IMAGE_OBJECT: &str = "Tandem-Image-Object";
+    /// W3C trace context of the request that submitted the job.
+    pub const TRACEPARENT: &str = "traceparent";
+}
+
+/// Limits and timings of the NATS side, shared by the gateway and the workers.
+#[derive(Debug, Clone)]
+pub struct NatsSettings {
+    /// `TANDEM_NATS_URL` (default `nats://127.0.0.1:4222`).
+    pub url: String,
+    /// `TANDEM_NATS_REPLICAS`: stream and bucket replicas (1; 3 on a cluster).
+    pub replicas: usize,
+    /// `TANDEM_QUEUE_MAX_JOBS`: jobs waiting at most; past it submissions get 429.
+    pub queue_max_jobs: i64,
+    /// `TANDEM_QUEUE_MAX_BYTES`: bytes waiting at most (images included); past it 429.
+    pub queue_max_bytes: i64,
+    /// `TANDEM_DUPLICATE_WINDOW_SECS`: how long JetStream remembers message ids for de-duplication.
+    pub duplicate_window: Duration,
+    /// `TANDEM_ACK_WAIT_MS`: a job not acknowledged (nor progressed) within this is redelivered.
+    pub ack_wait: Duration,
+    /// `TANDEM_MAX_DELIVER`: deliveries of one job at most; then it ends `failed`.
+    pub max_deliver: i64,
+    /// `TANDEM_JOB_TTL_SECS`: how long job records (and stored images) are kept.
+    pub job_ttl: Duration,
+}
+
+impl NatsSettings {
+    /// Reads the settings, recording bad values in `env`.
+    pub fn from_env(env: &mut Env) -> Self {
+        let settings = Self {
+            url: env.string("TANDEM_NATS_URL", "nats://127.0.0.1:4222"),
+            replicas: env.parse("TANDEM_NATS_REPLICAS", 1),
+            queue_max_jobs: env.parse("TANDEM_QUEUE_MAX_JOBS", 100_000),
+            queue_max_bytes: env.parse("TANDEM_QUEUE_MAX_BYTES", 2 * 1024 * 1024 * 1024),
+            duplicate_window: env.seconds("TANDEM_DUPLICATE_WINDOW_SECS", Duration::from_secs(120)),
+            ack_wait: env.millis("TANDEM_ACK_WAIT_MS", Duration::from_secs(30)),
+            max_deliver: env.parse("TANDEM_MAX_DELIVER", 8),
+            job_ttl: env.seconds("TANDEM_JOB_TTL_SECS", Duration::from_secs(24 * 3600)),
+        };
+        if settings.replicas == 0 || settings.replicas > 5 {
+            env.error("TANDEM_NATS_REPLICAS must be between 1 and 5");
+        }
+        if settings.queue_max_jobs < 1 || settings.queue_max_bytes < 1 {
+            env.error("TANDEM_QUEUE_MAX_JOBS and TANDEM_QUEUE_MAX_BYTES must be positive");
+        }
+        if settings.max_deliver < 1 {
+            env.error("TANDEM_MAX_DELIVER must be at least 1");
+        }
+        if settings.ack_wait < Duration::from_millis(300) {
+            env.error("TANDEM_ACK_WAIT_MS must be at least 300");
+        }
+        if settings.job_ttl < Duration::from_secs(1) {
+            env.error("TANDEM_JOB_TTL_SECS must be at least 1");
+        }
+        settings
+    }
+
+    /// The defaults (what an empty environment gives).
+    pub fn with_url(url: impl Into<String>) -> Self {
+        let mut env = Env::with_overrides([("TANDEM_NATS_URL", url.into())]);
+        Self::from_env(&mut env)
+    }
+}
+
+/// Connects, retrying in the background for ever: services start even while NATS is away and
+/// report it through readiness and 503s instead of crash-looping.
+pub async fn connect(
+    settings: &NatsSettings,
+    name: &str,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => tracing::info!("connected to NATS"),
+                async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
+                other => tracing::debug!(event = %other, "NATS event"),
+            }
+        })
+        .connect(&settings.url)
+        .await
+}
+
+/// The jobs stream's configuration.
+pub fn jobs_stream_config(settings: &NatsSettings) -> stream::Config {
+    stream::Config {
+        name: JOBS_STREAM.into(),
+        description: Some("Tandem slow jobs waiting for a slow-worker".into()),
+        subjects: vec![JOBS_SUBJECT.into()],
+        // A job leaves the stream once a worker acknowledges it.
+        retention: stream::RetentionPolicy::WorkQueue,
+        max_messages: settings.queue_max_jobs,
+        max_bytes: settings.queue_max_bytes,
+        // Full means full: refuse new jobs (429) rather than drop accepted ones.
+        discard: stream::DiscardPolicy::New,
+        duplicate_window: settings.duplicate_window,
+        storage: stream::StorageType::File,
+        num_replicas: settings.replicas,
+        ..Default::default()
+    }
+}
+
+/// The workers' durable consumer's configuration.
+pub fn worker_consumer_config(settings: &NatsSettings) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(WORKER_CONSUMER.into()),
+        description: Some("Tandem slow-workers".into()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: settings.ack_wait,
+        max_deliver: settings.max_deliver,
+        max_ack_pending: 1000,
+        ..Default::default()
+    }
+}
+
+/// Creates or updates the jobs stream.
+pub async fn ensure_jobs_stream(
+    js: &jetstream::Context,
+    settings: &NatsSettings,
+) -> Result<stream::Stream, async_nats::Error> {
+    js.create_or_update_stream(jobs_stream_config(settings))
+        .await?;
+    Ok(js.get_stream(JOBS_STREAM).await?)
+}
+
+/// Creates or updates the workers' durable consumer (and its stream).
+pub async fn ensure_worker_consumer(
+    js: &jetstream::Context,
+    settings: &NatsSettings,
+) -> Result<consumer::PullConsumer, async_nats::Error> {
+    let stream = ensure_jobs_stream(js, settings).await?;
+    let config = worker_consumer_config(settings);
+    Ok(stream.create_consumer(config).await.map_err(Box::new)?)
+}
+
+/// Creates or updates the job-records bucket.
+pub async fn ensure_jobs_bucket(
+    js: &jetstream::Context,
+    settings: &NatsSettings,
+) -> Result<kv::Store, async_nats::Error> {
+    let config = kv::Config {
+        bucket: JOBS_BUCKET.into(),
+        description: "Tandem job records, key = job id".into(),
+        // A few revisions let a watcher that reconnects see what it missed.
+        history: 5,
+        max_age: settings.job_ttl,
+        storage: stream::StorageType::File,
+        num_replicas: settings.replicas,
+        ..Default::default()
+    };
+    Ok(js.create_or_update_key_value(config).await?)
+}
+
+/// Creates the images object store (bigger images than a message can carry).
+pub async fn ensure_images_bucket(
+    js: &jetstream::Context,
+    settings: &NatsSettings,
+) -> Result<object_store::ObjectStore, async_nats::Error> {
+    match js.get_object_store(IMAGES_BUCKET).await {
+        Ok(store) => Ok(store),
+        Err(_) => Ok(js
+            .create_object_store(object_store::Config {
+                bucket: IMAGES_BUCKET.into(),
+                description: Some("Tandem images too big for a job message".into()),
+                max_age: settings.job_ttl,
+                storage: stream::StorageType::File,
+                num_replicas: settings.replicas,
+                ..Default::default()
+            })
+            .await?),
+    }
+}

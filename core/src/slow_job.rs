@@ -1,0 +1,146 @@
+//! `SlowJob`: the message a gateway publishes and a slow-worker consumes.
+//!
+//! The payload is the encoded image itself (no base64, no JSON wrapping: one copy of the bytes);
+//! everything else travels in headers, which `nats stream view TANDEM_JOBS` shows. An image too
+//! big for one message is put in the images object store and named by a header instead.
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use time::OffsetDateTime;
+
+use crate::{job::JobId, nats::headers};
+
+/// Where the job's image is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ImageRef {
+    /// In the message payload.
+    Inline(Bytes),
+    /// In the images object store, under this name.
+    Object(String),
+}
+
+/// One slow job as it travels on the queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlowJob {
+    pub id: JobId,
+    pub image: ImageRef,
+    pub submitted_at: OffsetDateTime,
+    /// JetStream de-duplication id (the job id unless an idempotency key chose another).
+    pub msg_id: String,
+    /// W3C `traceparent` of the submitting request.
+    pub traceparent: Option<String>,
+}
+
+/// Why a message is not a valid job (it is terminated, not retried).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SlowJobError {
+    #[error("message has no {0} header")]
+    MissingHeader(&'static str),
+    #[error("header {0} is invalid")]
+    InvalidHeader(&'static str),
+    #[error(
+        "message has no image: empty payload and no {} header",
+        headers::IMAGE_OBJECT
+    )]
+    NoImage,
+}
+
+impl SlowJob {
+    /// Headers and payload to publish.
+    pub fn to_message(&self) -> (HeaderMap, Bytes) {
+        let mut map = HeaderMap::new();
+        map.insert(headers::MSG_ID, self.msg_id.as_str());
+        map.insert(headers::JOB_ID, self.id.to_string().as_str());
+        let submitted = self
+            .submitted_at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        map.insert(headers::SUBMITTED_AT, submitted.as_str());
+        if let Some(traceparent) = &self.traceparent {
+            map.insert(headers::TRACEPARENT, traceparent.as_str());
+        }
+        let payload = match &self.image {
+            ImageRef::Inline(bytes) => bytes.clone(),
+            ImageRef::Object(name) => {
+                map.insert(headers::IMAGE_OBJECT, name.as_str());
+                Bytes::new()
+            }
+        };
+        (map, payload)
+    }
+
+    /// Reads a consumed message back.
+    pub fn from_message(map: Option<&HeaderMap>, payload: Bytes) -> Result<Self, SlowJobError> {
+        let get = |name: &'static str| map.and_then(|m| m.get(name)).map(|v| v.as_str().to_owned());
+        let id: JobId = get(headers::JOB_ID)
+            .ok_or(SlowJobError::MissingHeader(headers::JOB_ID))?
+            .parse()
+            .map_err(|_| SlowJobError::InvalidHeader(headers::JOB_ID))?;
+        let submitted_at = match get(headers::SUBMITTED_AT) {
+            Some(text) => {
+                OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)
+                    .map_err(|_| SlowJobError::InvalidHeader(headers::SUBMITTED_AT))?
+            }
+            None => OffsetDateTime::now_utc(),
+        };
+        let image = match get(headers::IMAGE_OBJECT) {
+            Some(name) => ImageRef::Object(name),
+            None if payload.is_empty() => return Err(SlowJobError::NoImage),
+            None => ImageRef::Inline(payload),
+        };
+        Ok(Self {
+            msg_id: get(headers::MSG_ID).unwrap_or_else(|| id.to_string()),
+            id,
+            image,
+            submitted_at,
+            traceparent: get(headers::TRACEPARENT),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(image: ImageRef) -> SlowJob {
+        SlowJob {
+            id: JobId::new(),
+            image,
+            submitted_at: OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
+            msg_id: "m-1".into(),
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+        }
+    }
+
+    #[test]
+    fn inline_and_object_jobs_round_trip() {
+        for image in [
+            ImageRef::Inline(Bytes::from_static(b"\xff\xd8jpeg")),
+            ImageRef::Object("some-object".into()),
+        ] {
+            let job = job(image);
+            let (map, payload) = job.to_message();
+            assert_eq!(SlowJob::from_message(Some(&map), payload).unwrap(), job);
+        }
+    }
+
+    #[test]
+    fn malformed_messages_say_what_is_missing() {
+        assert_eq!(
+            SlowJob::from_message(None, Bytes::from_static(b"x")),
+            Err(SlowJobError::MissingHeader(headers::JOB_ID))
+        );
+        let mut map = HeaderMap::new();
+        map.insert(headers::JOB_ID, "not-an-id");
+        assert_eq!(
+            SlowJob::from_message(Some(&map), Bytes::from_static(b"x")),
+            Err(SlowJobError::InvalidHeader(headers::JOB_ID))
+        );
+        let mut map = HeaderMap::new();
+        map.insert(headers::JOB_ID, JobId::new().to_string().as_str());
+        assert_eq!(
+            SlowJob::from_message(Some(&map), Bytes::new()),
+            Err(SlowJobError::NoImage)
+        );
+    }
+}

@@ -1,0 +1,175 @@
+//! `JobStore`: job records in the KV bucket, written with compare-and-set.
+//!
+//! Gateway and workers both change records (fast result, running, results, cancel). Every change
+//! is a read-modify-write on the key's revision, retried on conflict, so no writer silently
+//! overwrites another's change and a redelivered job cannot replace a final result.
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use uuid::Uuid;
+
+use crate::{
+    job::{JobId, JobRecord},
+    nats::IDEMPOTENCY_KEY_PREFIX,
+};
+
+/// A record with the KV revision it was read at (also the SSE event id).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned {
+    pub record: JobRecord,
+    pub revision: u64,
+}
+
+/// Failures talking to the bucket.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("job store unavailable: {0}")]
+    Unavailable(String),
+    #[error("job record {0} is not valid JSON: {1}")]
+    Corrupt(String, String),
+}
+
+/// Result of claiming an idempotency key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The key was new and now maps to the given job.
+    New(JobId),
+    /// The key already mapped to this job.
+    Existing(JobId),
+}
+
+/// Job records, keyed by job id, in the `tandem_jobs` bucket.
+#[derive(Debug, Clone)]
+pub struct JobStore {
+    kv: kv::Store,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+impl JobStore {
+    pub fn new(kv: kv::Store) -> Self {
+        Self { kv }
+    }
+
+    /// The bucket itself (for watchers).
+    pub fn kv(&self) -> &kv::Store {
+        &self.kv
+    }
+
+    /// Decodes a bucket entry; `None` for deletes, purges and non-job keys.
+    pub fn decode(entry: &kv::Entry) -> Option<Result<Versioned, StoreError>> {
+        if entry.operation != kv::Operation::Put || entry.key.starts_with(IDEMPOTENCY_KEY_PREFIX) {
+            return None;
+        }
+        Some(
+            serde_json::from_slice(&entry.value)
+                .map(|record| Versioned {
+                    record,
+                    revision: entry.revision,
+                })
+                .map_err(|e| StoreError::Corrupt(entry.key.clone(), e.to_string())),
+        )
+    }
+
+    fn encode(record: &JobRecord) -> Bytes {
+        // Serialising a plain struct of strings and numbers cannot fail.
+        Bytes::from(serde_json::to_vec_pretty(record).unwrap_or_default())
+    }
+
+    /// Stores a new record; `Ok(None)` if one already exists under that id.
+    pub async fn create(&self, record: &JobRecord) -> Result<Option<u64>, StoreError> {
+        match self
+            .kv
+            .create(record.id.to_string(), Self::encode(record))
+            .await
+        {
+            Ok(revision) => Ok(Some(revision)),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// The current record, if any.
+    pub async fn get(&self, id: JobId) -> Result<Option<Versioned>, StoreError> {
+        match self.kv.entry(id.to_string()).await.map_err(unavailable)? {
+            Some(entry) => Self::decode(&entry).transpose(),
+            None => Ok(None),
+        }
+    }
+
+    /// Applies `change` with compare-and-set, re-reading and retrying on conflict.
+    ///
+    /// `change` returns `false` to leave the record as it is (for example, already final). The
+    /// result is the record as stored afterwards, or `None` when there is no record.
+    pub async fn update(
+        &self,
+        id: JobId,
+        mut change: impl FnMut(&mut JobRecord) -> bool,
+    ) -> Result<Option<Versioned>, StoreError> {
+        loop {
+            let Some(mut current) = self.get(id).await? else {
+                return Ok(None);
+            };
+            if !change(&mut current.record) {
+                return Ok(Some(current));
+            }
+            match self
+                .kv
+                .update(
+                    id.to_string(),
+                    Self::encode(&current.record),
+                    current.revision,
+                )
+                .await
+            {
+                Ok(revision) => {
+                    current.revision = revision;
+                    return Ok(Some(current));
+                }
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+    }
+
+    /// Removes a record (a job whose submission failed half-way).
+    pub async fn delete(&self, id: JobId) -> Result<(), StoreError> {
+        self.kv.delete(id.to_string()).await.map_err(unavailable)
+    }
+
+    /// Maps a client's idempotency key to `candidate`, unless it already maps to a job.
+    pub async fn claim_idempotency_key(
+        &self,
+        key: &str,
+        candidate: JobId,
+    ) -> Result<Claim, StoreError> {
+        // Keys may hold any characters; the bucket's keys may not. A name-based UUID of the key
+        // is a fixed-size, KV-safe digest.
+        let digest = Uuid::new_v5(&Uuid::NAMESPACE_URL, key.as_bytes());
+        let kv_key = format!("{IDEMPOTENCY_KEY_PREFIX}{}", digest.simple());
+        loop {
+            match self
+                .kv
+                .create(&kv_key, Bytes::from(candidate.to_string()))
+                .await
+            {
+                Ok(_) => return Ok(Claim::New(candidate)),
+                Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                    if let Some(existing) = self.kv.get(&kv_key).await.map_err(unavailable)? {
+                        let id = std::str::from_utf8(&existing)
+                            .ok()
+                            .and_then(|s| s.parse().ok())
+                            .ok_or_else(|| {
+                                StoreError::Corrupt(kv_key.clone(), "not a job id".into())
+                            })?;
+                        return Ok(Claim::Existing(id));
+                    }
+                    // Deleted between our create and get: try again.
+                }
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+    }
+}

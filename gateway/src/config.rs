@@ -1,0 +1,76 @@
+//! `GatewayConfig`: everything the gateway reads from its environment, parsed once.
+
+use std::{net::SocketAddr, time::Duration};
+
+use tandem_core::{
+    config::{ConfigError, Env},
+    nats::NatsSettings,
+};
+
+/// The gateway's configuration (see the README's configuration table).
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// `TANDEM_GATEWAY_ADDR` (default `127.0.0.1:8000`).
+    pub addr: SocketAddr,
+    /// `TANDEM_MODEL_SERVER_URL` (default `http://127.0.0.1:8001`).
+    pub model_server_url: String,
+    /// `TANDEM_FAST_MODEL` (default `efficientnet_lite0`): its name is also the reply's label key.
+    pub fast_model: String,
+    /// `TANDEM_SLOW_MODEL` (default `efficientnet_lite2`): only used for the readiness report.
+    pub slow_model: String,
+    /// `TANDEM_TOP_K` (default 5): classes returned per model.
+    pub top_k: usize,
+    /// `TANDEM_FAST_TIMEOUT_MS` (default 5000): deadline of the fast model call.
+    pub fast_timeout: Duration,
+    /// `TANDEM_PUBLISH_TIMEOUT_MS` (default 5000): deadline for JetStream to store a job.
+    pub publish_timeout: Duration,
+    /// `TANDEM_MAX_BODY_BYTES` (default 32 MiB): larger request bodies get 413.
+    pub max_body_bytes: usize,
+    /// `TANDEM_MAX_IMAGE_PIXELS` (default 40 million): larger images get 413 before decoding.
+    pub max_image_pixels: u64,
+    /// `TANDEM_SSE_KEEPALIVE_SECS` (default 15): comment lines that keep idle streams open.
+    pub sse_keepalive: Duration,
+    /// `TANDEM_SHUTDOWN_GRACE_SECS` (default 10): how long draining may take.
+    pub shutdown_grace: Duration,
+    /// NATS connection, stream and bucket settings.
+    pub nats: NatsSettings,
+}
+
+impl GatewayConfig {
+    /// Reads the process environment; every bad value is reported.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from(Env::new())
+    }
+
+    /// Reads `env` (tests pass overrides).
+    pub fn from(mut env: Env) -> Result<Self, ConfigError> {
+        let config = Self {
+            addr: env.parse(
+                "TANDEM_GATEWAY_ADDR",
+                SocketAddr::from(([127, 0, 0, 1], 8000)),
+            ),
+            model_server_url: env.string("TANDEM_MODEL_SERVER_URL", "http://127.0.0.1:8001"),
+            fast_model: env.string("TANDEM_FAST_MODEL", "efficientnet_lite0"),
+            slow_model: env.string("TANDEM_SLOW_MODEL", "efficientnet_lite2"),
+            top_k: env.parse("TANDEM_TOP_K", 5),
+            fast_timeout: env.millis("TANDEM_FAST_TIMEOUT_MS", Duration::from_secs(5)),
+            publish_timeout: env.millis("TANDEM_PUBLISH_TIMEOUT_MS", Duration::from_secs(5)),
+            max_body_bytes: env.parse("TANDEM_MAX_BODY_BYTES", 32 * 1024 * 1024),
+            max_image_pixels: env.parse("TANDEM_MAX_IMAGE_PIXELS", 40_000_000),
+            sse_keepalive: env.seconds("TANDEM_SSE_KEEPALIVE_SECS", Duration::from_secs(15)),
+            shutdown_grace: env.seconds("TANDEM_SHUTDOWN_GRACE_SECS", Duration::from_secs(10)),
+            nats: NatsSettings::from_env(&mut env),
+        };
+        if !(1..=100).contains(&config.top_k) {
+            env.error("TANDEM_TOP_K must be between 1 and 100");
+        }
+        if config.max_body_bytes == 0 || config.max_image_pixels == 0 {
+            env.error("TANDEM_MAX_BODY_BYTES and TANDEM_MAX_IMAGE_PIXELS must be positive");
+        }
+        if config.sse_keepalive.is_zero() {
+            env.error("TANDEM_SSE_KEEPALIVE_SECS must be at least 1");
+        }
+        env.finish()?;
+        Ok(config)
+    }
+}

@@ -1,0 +1,185 @@
+//! `ApiError`: every way a request can fail, and the one place that turns it into HTTP.
+//!
+//! Bodies are `{"error": {"code": "...", "message": "..."}}`; `code` is stable for programs,
+//! `message` is for people. Internal details are logged, never sent.
+
+use std::time::Duration;
+
+use axum::{
+    Json,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde_json::{Map, Value, json};
+
+/// A failed request.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the request body is empty: send an image")]
+    EmptyBody,
+    #[error("the request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error(
+        "unsupported content type {0:?}: send application/json with {{\"image_data\": \"<base64>\"}}, multipart/form-data with a file, or a raw image/* body"
+    )]
+    UnsupportedMediaType(String),
+    #[error("the body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("the JSON body has no \"image_data\" string field (base64 of the image)")]
+    MissingImageData,
+    #[error("\"image_data\" is not valid base64: {0}")]
+    InvalidBase64(String),
+    #[error("the multipart body is invalid: {0}")]
+    InvalidMultipart(String),
+    #[error("the multipart body has no file part (send the image as a form field named \"image\")")]
+    NoFilePart,
+    #[error("the data is not an image in a supported format (JPEG, PNG, WebP, GIF, BMP, TIFF)")]
+    NotAnImage,
+    #[error("the image is corrupt or truncated: {0}")]
+    CorruptImage(String),
+    #[error("the image is {width}x{height} ({pixels} pixels), over the limit of {limit} pixels")]
+    ImageTooLarge {
+        width: u32,
+        height: u32,
+        pixels: u64,
+        limit: u64,
+    },
+    #[error("the model could not use this image: {0}")]
+    ImageRejected(String),
+    #[error("the Idempotency-Key header must be 1 to 256 visible ASCII characters")]
+    InvalidIdempotencyKey,
+    #[error("no such route")]
+    NotFound,
+    #[error("no job with id {0:?}")]
+    JobNotFound(String),
+    #[error("too late to cancel: the job has already {status}")]
+    TooLate {
+        status: &'static str,
+        extra: Map<String, Value>,
+    },
+    #[error("the job queue is full; retry later")]
+    QueueFull {
+        retry_after: Duration,
+        extra: Map<String, Value>,
+    },
+    #[error("the job queue is unavailable; the job was not accepted")]
+    QueueUnavailable {
+        retry_after: Duration,
+        extra: Map<String, Value>,
+    },
+    #[error("the fast model is unavailable; retry later")]
+    ModelUnavailable,
+    #[error("the fast model did not answer in time")]
+    ModelTimeout,
+    #[error("the fast model {0:?} is not served by the model server")]
+    ModelMissing(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::EmptyBody
+            | Self::InvalidJson(_)
+            | Self::MissingImageData
+            | Self::InvalidBase64(_)
+            | Self::InvalidMultipart(_)
+            | Self::NoFilePart
+            | Self::InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
+            Self::BodyTooLarge { .. } | Self::ImageTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::NotAnImage | Self::CorruptImage(_) | Self::ImageRejected(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            Self::JobNotFound(_) | Self::NotFound => StatusCode::NOT_FOUND,
+            Self::TooLate { .. } => StatusCode::CONFLICT,
+            Self::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::QueueUnavailable { .. } | Self::ModelUnavailable | Self::ModelMissing(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::ModelTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::EmptyBody => "empty_body",
+            Self::BodyTooLarge { .. } => "body_too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::InvalidJson(_) => "invalid_json",
+            Self::MissingImageData => "missing_image_data",
+            Self::InvalidBase64(_) => "invalid_base64",
+            Self::InvalidMultipart(_) => "invalid_multipart",
+            Self::NoFilePart => "no_file_part",
+            Self::NotAnImage => "not_an_image",
+            Self::CorruptImage(_) => "corrupt_image",
+            Self::ImageTooLarge { .. } => "image_too_large",
+            Self::ImageRejected(_) => "image_rejected",
+            Self::InvalidIdempotencyKey => "invalid_idempotency_key",
+            Self::NotFound => "not_found",
+            Self::JobNotFound(_) => "job_not_found",
+            Self::TooLate { .. } => "too_late",
+            Self::QueueFull { .. } => "queue_full",
+            Self::QueueUnavailable { .. } => "queue_unavailable",
+            Self::ModelUnavailable => "model_unavailable",
+            Self::ModelTimeout => "model_timeout",
+            Self::ModelMissing(_) => "model_missing",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if let Self::Internal(detail) = &self {
+            tracing::error!(detail, "internal error");
+        } else if status.is_server_error() {
+            tracing::warn!(code = self.code(), error = %self, "request failed");
+        }
+        let mut body = Map::new();
+        body.insert(
+            "error".into(),
+            json!({ "code": self.code(), "message": self.to_string() }),
+        );
+        let mut retry_after = None;
+        match self {
+            Self::TooLate { extra, .. } => body.extend(extra),
+            Self::QueueFull {
+                retry_after: after,
+                extra,
+            }
+            | Self::QueueUnavailable {
+                retry_after: after,
+                extra,
+            } => {
+                retry_after = Some(after);
+                body.extend(extra);
+            }
+            Self::ModelUnavailable => retry_after = Some(Duration::from_secs(1)),
+            _ => {}
+        }
+        let mut response = (status, Json(Value::Object(body))).into_response();
+        if let Some(after) = retry_after
+            && let Ok(value) = HeaderValue::from_str(&after.as_secs().max(1).to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
+    }
+}
+
+impl From<tandem_core::store::StoreError> for ApiError {
+    fn from(e: tandem_core::store::StoreError) -> Self {
+        Self::QueueUnavailable {
+            retry_after: Duration::from_secs(2),
+            extra: {
+                tracing::warn!(error = %e, "job store error");
+                Map::new()
+            },
+        }
+    }
+}

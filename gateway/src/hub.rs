@@ -1,0 +1,128 @@
+//! `JobHub`: ONE watcher on the job-records bucket, fanned out in process to SSE streams.
+//!
+//! Ten thousand open event streams are ten thousand cheap `broadcast` receivers here, not ten
+//! thousand JetStream consumers. Subscribers register before they read the current record, so
+//! no change slips between the read and the watch; receivers drop anything not newer than what
+//! they already sent (the KV revision orders changes). When the watch breaks (NATS restarted,
+//! the stream stalled) it is re-created with backoff and every watched key is re-read, so
+//! streams resume without losing the change that happened while it was down.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::StreamExt as _;
+use tandem_core::{
+    job::JobId,
+    store::{JobStore, Versioned},
+};
+use tokio::sync::broadcast;
+
+use crate::queue::Queue;
+
+/// Per-job buffer: a reader this far behind is resynchronised from the store.
+const CHANNEL_CAPACITY: usize = 16;
+
+type Senders = Arc<Mutex<HashMap<JobId, broadcast::Sender<Versioned>>>>;
+
+/// The fan-out of record changes to in-process subscribers.
+#[derive(Debug, Clone, Default)]
+pub struct JobHub {
+    senders: Senders,
+}
+
+/// A live subscription to one job's changes; unregisters on drop.
+#[derive(Debug)]
+pub struct Subscription {
+    pub receiver: broadcast::Receiver<Versioned>,
+    id: JobId,
+    senders: Senders,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
+        // Our receiver still counts until this function returns.
+        if senders
+            .get(&self.id)
+            .is_some_and(|tx| tx.receiver_count() <= 1)
+        {
+            senders.remove(&self.id);
+        }
+    }
+}
+
+impl JobHub {
+    /// Registers interest in `id`.
+    pub fn subscribe(&self, id: JobId) -> Subscription {
+        let mut senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
+        let receiver = senders
+            .entry(id)
+            .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
+            .subscribe();
+        Subscription {
+            receiver,
+            id,
+            senders: self.senders.clone(),
+        }
+    }
+
+    /// How many jobs have subscribers.
+    pub fn watched_jobs(&self) -> usize {
+        self.senders.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    fn publish(&self, update: Versioned) {
+        let senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = senders.get(&update.record.id) {
+            let _ = tx.send(update);
+        }
+    }
+
+    fn watched(&self) -> Vec<JobId> {
+        let senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
+        senders.keys().copied().collect()
+    }
+
+    /// Runs the bucket watcher until `queue`'s client is dropped; restarts it when it breaks.
+    pub async fn run_watcher(self, queue: Queue) {
+        let parts = queue.wait_ready().await.clone();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match parts.store.kv().watch_all().await {
+                Ok(mut watch) => {
+                    // Changes made while no watch was running: re-read what is watched.
+                    self.resync(&parts.store).await;
+                    delay = Duration::from_millis(100);
+                    while let Some(next) = watch.next().await {
+                        match next {
+                            Ok(entry) => match JobStore::decode(&entry) {
+                                Some(Ok(update)) => self.publish(update),
+                                Some(Err(e)) => tracing::warn!(error = %e, "skipping bad record"),
+                                None => {}
+                            },
+                            Err(e) => {
+                                tracing::warn!(error = %e, "job watcher failed; restarting");
+                                break;
+                            }
+                        }
+                    }
+                    tracing::warn!("job watcher ended; restarting");
+                }
+                Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "cannot watch job records"),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn resync(&self, store: &JobStore) {
+        for id in self.watched() {
+            if let Ok(Some(current)) = store.get(id).await {
+                self.publish(current);
+            }
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The gateway's side of JetStream: storing jobs and reaching the job records.
+//!
+//! The gateway starts even when NATS is away (the fast path does not need it): a background task
+//! connects and creates the stream and buckets, retrying until it succeeds. Until then, and
+//! whenever a publish is not acknowledged in time, submissions fail with a clear 503.
+
+use std::{sync::Arc, time::Duration};
+
+use async_nats::jetstream::{self, object_store::ObjectStore};
+use bytes::Bytes;
+use tandem_core::{
+    job::{JobId, JobRecord},
+    nats::{self as contract, NatsSettings},
+    slow_job::{ImageRef, SlowJob},
+    store::JobStore,
+};
+use time::OffsetDateTime;
+use tokio::sync::OnceCell;
+
+/// JetStream handles, available once the stream and buckets exist.
+#[derive(Clone)]
+pub struct JetStreamParts {
+    pub js: jetstream::Context,
+    pub store: JobStore,
+    pub images: ObjectStore,
+}
+
+impl std::fmt::Debug for JetStreamParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamParts").finish_non_exhaustive()
+    }
+}
+
+/// Why a job was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the job queue is full")]
+    Full,
+    #[error("the job queue is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The NATS connection and, once set up, the JetStream parts.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    pub client: async_nats::Client,
+    parts: Arc<OnceCell<JetStreamParts>>,
+    publish_timeout: Duration,
+}
+
+/// JetStream's error code for a stream over its limits with `DiscardPolicy::New`.
+const STREAM_STORE_FAILED: u64 = 10077;
+/// Room left in a message for headers when deciding whether an image fits inline.
+const HEADER_ROOM: usize = 8 * 1024;
+
+impl Queue {
+    /// Connects (in the background if NATS is away) and starts the set-up task.
+    pub async fn start(settings: &NatsSettings, publish_timeout: Duration) -> anyhow::Result<Self> {
+        let client = contract::connect(settings, "tandem-gateway").await?;
+        let queue = Self {
+            client: client.clone(),
+            parts: Arc::new(OnceCell::new()),
+            publish_timeout,
+        };
+        let parts = queue.parts.clone();
+        let settings = settings.clone();
+        tokio::spawn(async move {
+            let js = jetstream::new(client);
+            let mut delay = Duration::from_millis(100);
+            loop {
+                match set_up(&js, &settings).await {
+                    Ok(ready) => {
+                        let _ = parts.set(ready);
+                        tracing::info!("JetStream stream and buckets ready");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in = ?delay, "JetStream set-up failed");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        });
+        Ok(queue)
+    }
+
+    /// The JetStream parts, if set up.
+    pub fn parts(&self) -> Option<&JetStreamParts> {
+        self.parts.get()
+    }
+
+    /// Waits until the JetStream parts are set up.
+    pub async fn wait_ready(&self) -> &JetStreamParts {
+        loop {
+            if let Some(parts) = self.parts.get() {
+                return parts;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Whether the connection is up right now.
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Stores a `queued` record and publishes the job; returns once JetStream acknowledged it,
+    /// so a client never holds the id of a job that was not stored.
+    #[tracing::instrument(skip_all, fields(job_id = %id))]
+    pub async fn submit(
+        &self,
+        id: JobId,
+        image: Bytes,
+        submitted_at: OffsetDateTime,
+        traceparent: Option<String>,
+    ) -> Result<(), SubmitError> {
+        let parts = self
+            .parts()
+            .ok_or_else(|| SubmitError::Unavailable("not connected to JetStream yet".into()))?;
+        let attempt = tokio::time::timeout(
+            self.publish_timeout,
+            self.store_and_publish(parts, id, image, submitted_at, traceparent),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(SubmitError::Unavailable(format!(
+                "JetStream did not acknowledge within {:?}",
+                self.publish_timeout
+            )))
+        });
+        if attempt.is_err() {
+            // Best effort: a record without a stored job must not linger as `queued`.
+            let store = parts.store.clone();
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(2), store.delete(id)).await;
+            });
+        }
+        attempt
+    }
+
+    async fn store_and_publish(
+        &self,
+        parts: &JetStreamParts,
+        id: JobId,
+        image: Bytes,
+        submitted_at: OffsetDateTime,
+        traceparent: Option<String>,
+    ) -> Result<(), SubmitError> {
+        let unavailable = |e: &dyn std::fmt::Display| SubmitError::Unavailable(e.to_string());
+        parts
+            .store
+            .create(&JobRecord::queued(id, submitted_at))
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let max_payload = match self.client.server_info().max_payload {
+            0 => 1024 * 1024,
+            n => n,
+        };
+        let image = if image.len() + HEADER_ROOM > max_payload {
+            let name = id.to_string();
+            parts
+                .images
+                .put(name.as_str(), &mut image.as_ref())
+                .await
+                .map_err(|e| unavailable(&e))?;
+            ImageRef::Object(name)
+        } else {
+            ImageRef::Inline(image)
+        };
+        let job = SlowJob {
+            id,
+            image,
+            submitted_at,
+            msg_id: id.to_string(),
+            traceparent,
+        };
+        let (headers, payload) = job.to_message();
+        let ack = parts
+            .js
+            .publish_with_headers(contract::JOBS_SUBJECT, headers, payload)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        ack.await.map_err(|e| {
+            if is_stream_full(&e) {
+                SubmitError::Full
+            } else {
+                unavailable(&e)
+            }
+        })?;
+        Ok(())
+    }
+}
+
+async fn set_up(
+    js: &jetstream::Context,
+    settings: &NatsSettings,
+) -> Result<JetStreamParts, async_nats::Error> {
+    contract::ensure_jobs_stream(js, settings).await?;
+    let kv = contract::ensure_jobs_bucket(js, settings).await?;
+    let images = contract::ensure_images_bucket(js, settings).await?;
+    Ok(JetStreamParts {
+        js: js.clone(),
+        store: JobStore::new(kv),
+        images,
+    })
+}
+
+fn is_stream_full(e: &jetstream::context::PublishError) -> bool {
+    use std::error::Error as _;
+    let by_code = e
+        .source()
+        .and_then(|s| s.downcast_ref::<jetstream::Error>())
+        .is_some_and(|js_error| js_error.error_code().0 == STREAM_STORE_FAILED);
+    by_code || e.to_string().contains("maximum")
+}

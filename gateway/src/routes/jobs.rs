@@ -1,0 +1,170 @@
+//! `GET /job/<id>`, `DELETE /job/<id>` and `GET /job/<id>/events` (Server-Sent Events).
+
+use std::convert::Infallible;
+
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::HeaderMap,
+    response::sse::{Event, KeepAlive, Sse},
+};
+use futures::{Stream, StreamExt as _};
+use serde_json::{Map, Value, json};
+use tandem_core::{
+    job::{JobId, JobRecord, JobStatus},
+    store::{JobStore, Versioned},
+};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::{error::ApiError, queue::JetStreamParts, state::AppState};
+
+fn parse_id(raw: &str) -> Result<JobId, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::JobNotFound(truncate(raw)))
+}
+
+/// Echoing a hostile 1 MB id back would be unkind to logs and clients.
+fn truncate(raw: &str) -> String {
+    raw.chars().take(64).collect()
+}
+
+fn parts(state: &AppState) -> Result<&JetStreamParts, ApiError> {
+    state.queue.parts().ok_or(ApiError::QueueUnavailable {
+        retry_after: std::time::Duration::from_secs(2),
+        extra: Map::new(),
+    })
+}
+
+/// The record as `GET /job/<id>` returns it: the record's fields plus, for the original
+/// clients, `"<id>": {"prediction": "<slow label or empty>"}`.
+pub fn job_view(record: &JobRecord) -> Value {
+    let mut body = match serde_json::to_value(record) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    };
+    let prediction = record.slow.as_ref().map_or("", |slow| slow.label.as_str());
+    body.insert(record.id.to_string(), json!({ "prediction": prediction }));
+    Value::Object(body)
+}
+
+/// The job's record.
+#[tracing::instrument(skip(state))]
+pub async fn get_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let current = parts(&state)?
+        .store
+        .get(id)
+        .await?
+        .ok_or_else(|| ApiError::JobNotFound(id.to_string()))?;
+    Ok(Json(job_view(&current.record)))
+}
+
+/// Cancels a job that has not finished; says "too late" (409) for one that has.
+#[tracing::instrument(skip(state))]
+pub async fn cancel_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let stored = parts(&state)?
+        .store
+        .update(id, |record| {
+            if record.status.is_terminal() {
+                return false;
+            }
+            record.transition(JobStatus::Cancelled);
+            true
+        })
+        .await?
+        .ok_or_else(|| ApiError::JobNotFound(id.to_string()))?;
+    match stored.record.status {
+        JobStatus::Cancelled => Ok(Json(json!({
+            "job_id": id,
+            "cancelled": true,
+            "status": stored.record.status,
+        }))),
+        status => {
+            let mut extra = Map::new();
+            extra.insert("job_id".into(), json!(id));
+            extra.insert("cancelled".into(), json!(false));
+            extra.insert("status".into(), json!(status));
+            Err(ApiError::TooLate {
+                status: status.as_str(),
+                extra,
+            })
+        }
+    }
+}
+
+/// The job's changes as Server-Sent Events: the current state at once, then each change, until
+/// a final state. Event ids are KV revisions: a client reconnecting with `Last-Event-ID` gets
+/// only what is newer.
+#[tracing::instrument(skip(state, headers))]
+pub async fn job_events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let id = parse_id(&id)?;
+    let last_seen: u64 = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let store = parts(&state)?.store.clone();
+    // Subscribe before reading, so no change falls between the read and the subscription.
+    let mut subscription = state.hub.subscribe(id);
+    let current = store
+        .get(id)
+        .await?
+        .ok_or_else(|| ApiError::JobNotFound(id.to_string()))?;
+
+    let stream = async_stream(move |tx| async move {
+        let mut sent = last_seen;
+        let mut next = Some(current);
+        loop {
+            if let Some(update) = next.take()
+                && update.revision > sent
+            {
+                sent = update.revision;
+                let done = update.record.status.is_terminal();
+                if tx.send(event(&update)).await.is_err() || done {
+                    return;
+                }
+            }
+            next = match subscription.receiver.recv().await {
+                Ok(update) => Some(update),
+                // Too slow to keep up: skip to the latest state rather than buffer.
+                Err(RecvError::Lagged(_)) => latest(&store, id).await,
+                Err(RecvError::Closed) => return,
+            };
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(state.config.sse_keepalive)))
+}
+
+async fn latest(store: &JobStore, id: JobId) -> Option<Versioned> {
+    store.get(id).await.ok().flatten()
+}
+
+fn event(update: &Versioned) -> Result<Event, Infallible> {
+    Ok(Event::default()
+        .id(update.revision.to_string())
+        .event(update.record.status.as_str())
+        .data(job_view(&update.record).to_string()))
+}
+
+/// A stream fed by a task through a small channel: the task owns the subscription and ends
+/// when the client goes away (the send fails), which drops the subscription.
+fn async_stream<F, Fut>(produce: F) -> impl Stream<Item = Result<Event, Infallible>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<Event, Infallible>>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(produce(tx));
+    tokio_stream::wrappers::ReceiverStream::new(rx).fuse()
+}

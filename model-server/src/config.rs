@@ -1,0 +1,107 @@
+//! The binary's configuration, from environment variables, every error reported at once.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use tandem_core::config::{ConfigError, Env};
+
+/// Default listen address: loopback only; set `TANDEM_MODEL_SERVER_ADDR=0.0.0.0:8001` to expose it.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8001";
+/// Default largest image accepted, in pixels (40 megapixels).
+pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = 40_000_000;
+
+/// Everything the model server reads from its environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelServerConfig {
+    /// `TANDEM_MODEL_REPOSITORY`: the model repository folder (default `models`).
+    pub model_repository: PathBuf,
+    /// `TANDEM_MODEL_SERVER_ADDR`: where the binary listens (default `127.0.0.1:8001`).
+    pub addr: SocketAddr,
+    /// `ORT_DYLIB_PATH`: the ONNX Runtime library; unset: `.tandem/lib/libonnxruntime.so*`
+    /// in the current directory or an ancestor.
+    pub ort_dylib_path: Option<PathBuf>,
+    /// `TANDEM_MAX_IMAGE_PIXELS`: images whose header claims more pixels are refused
+    /// before decoding (default 40 000 000).
+    pub max_image_pixels: u64,
+}
+
+impl ModelServerConfig {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_source(Env::new())
+    }
+
+    /// Reads `env` (use [`Env::with_overrides`] in tests).
+    pub fn from_source(mut env: Env) -> Result<Self, ConfigError> {
+        let model_repository = PathBuf::from(env.string("TANDEM_MODEL_REPOSITORY", "models"));
+        let default_addr = SocketAddr::from(([127, 0, 0, 1], 8001));
+        let addr = env.parse("TANDEM_MODEL_SERVER_ADDR", default_addr);
+        let ort_dylib_path = env.optional_string("ORT_DYLIB_PATH").map(PathBuf::from);
+        let max_image_pixels = env.parse("TANDEM_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS);
+        if max_image_pixels == 0 {
+            env.error("TANDEM_MAX_IMAGE_PIXELS=0 is not valid: it must be at least 1");
+        }
+        env.finish()?;
+        Ok(Self {
+            model_repository,
+            addr,
+            ort_dylib_path,
+            max_image_pixels,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<ModelServerConfig, ConfigError> {
+        // Overrides win over the process environment; " " reads as unset.
+        let mut all = vec![
+            ("TANDEM_MODEL_REPOSITORY", " "),
+            ("TANDEM_MODEL_SERVER_ADDR", " "),
+            ("ORT_DYLIB_PATH", " "),
+            ("TANDEM_MAX_IMAGE_PIXELS", " "),
+        ];
+        all.extend_from_slice(pairs);
+        ModelServerConfig::from_source(Env::with_overrides(all))
+    }
+
+    #[test]
+    fn defaults_are_loopback_and_forty_megapixels() {
+        let config = config(&[]).unwrap();
+        assert_eq!(config.addr.to_string(), DEFAULT_ADDR);
+        assert_eq!(config.model_repository, PathBuf::from("models"));
+        assert_eq!(config.ort_dylib_path, None);
+        assert_eq!(config.max_image_pixels, DEFAULT_MAX_IMAGE_PIXELS);
+    }
+
+    #[test]
+    fn values_are_read() {
+        let config = config(&[
+            ("TANDEM_MODEL_REPOSITORY", "/srv/models"),
+            ("TANDEM_MODEL_SERVER_ADDR", "0.0.0.0:9000"),
+            ("ORT_DYLIB_PATH", "/opt/libonnxruntime.so"),
+            ("TANDEM_MAX_IMAGE_PIXELS", "1000"),
+        ])
+        .unwrap();
+        assert_eq!(config.model_repository, PathBuf::from("/srv/models"));
+        assert_eq!(config.addr.port(), 9000);
+        assert_eq!(
+            config.ort_dylib_path,
+            Some(PathBuf::from("/opt/libonnxruntime.so"))
+        );
+        assert_eq!(config.max_image_pixels, 1000);
+    }
+
+    #[test]
+    fn every_bad_value_is_reported() {
+        let err = config(&[
+            ("TANDEM_MODEL_SERVER_ADDR", "localhost"),
+            ("TANDEM_MAX_IMAGE_PIXELS", "lots"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.0.len(), 2, "{err}");
+        let err = config(&[("TANDEM_MAX_IMAGE_PIXELS", "0")]).unwrap_err();
+        assert!(err.to_string().contains("TANDEM_MAX_IMAGE_PIXELS"), "{err}");
+    }
+}

@@ -1,0 +1,31 @@
+//! `tandem-model-server`: reads its configuration, binds, serves until SIGINT/SIGTERM.
+
+use std::process::ExitCode;
+
+use tandem_model_server::ModelServerConfig;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = match ModelServerConfig::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("tandem-model-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tandem_core::telemetry::init("tandem-model-server");
+    let listener = match tokio::net::TcpListener::bind(config.addr).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(addr = %config.addr, error = %e, "cannot listen");
+            return ExitCode::FAILURE;
+        }
+    };
+    match tandem_model_server::run(listener, config, tandem_core::shutdown::signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! The model repository: one sub-folder per model with its ONNX file, labels and `config.toml`.
+//!
+//! Reading the repository is cheap (TOML and a labels file per model) and happens before the
+//! server binds, so a broken deployment fails at start with every problem of a file listed,
+//! each naming the file and the field. Creating ONNX Runtime sessions is the slow part and
+//! happens later, in the background (see `runner`).
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use crate::preprocess::{Crop, Layout, Preprocess, Scaling};
+
+/// The name of the per-model configuration file.
+pub const CONFIG_FILE: &str = "config.toml";
+
+/// What the model's output tensor holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    /// Unnormalised scores: classification applies softmax.
+    #[default]
+    Logits,
+    /// Already probabilities: classification reports them as they are.
+    Probabilities,
+}
+
+/// One model, fully validated except for what only the ONNX session can tell.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    /// The name clients use (`config.toml` `name`, default: the folder name).
+    pub name: String,
+    /// The `config.toml` this came from (for error messages).
+    pub config_path: PathBuf,
+    /// The ONNX file.
+    pub onnx_path: PathBuf,
+    /// The labels file.
+    pub labels_path: PathBuf,
+    /// Display labels, one per class (the text before the first ", " of each line).
+    pub labels: Vec<String>,
+    /// Name of the model's FP32 image input tensor.
+    pub input_tensor: String,
+    /// Name of the model's output tensor.
+    pub output_tensor: String,
+    /// How an encoded image becomes the input tensor.
+    pub preprocess: Preprocess,
+    /// Logits or probabilities.
+    pub output_kind: OutputKind,
+    /// ONNX Runtime intra-op threads for this model's session.
+    pub intra_op_threads: usize,
+    /// Most images run together in one session call.
+    pub max_batch_size: usize,
+    /// How long the model thread waits for more requests to fill a batch.
+    pub max_queue_delay: Duration,
+}
+
+impl ModelSpec {
+    /// Number of classes (labels).
+    pub fn num_classes(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Input tensor shape with a dynamic (-1) batch dimension.
+    pub fn input_shape(&self) -> [i64; 4] {
+        let [c, h, w] = self
+            .preprocess
+            .chw()
+            .map(|d| i64::try_from(d).unwrap_or(i64::MAX));
+        match self.preprocess.layout {
+            Layout::Nchw => [-1, c, h, w],
+            Layout::Nhwc => [-1, h, w, c],
+        }
+    }
+
+    /// Reads and validates `dir/config.toml` and the files it names.
+    pub fn load(dir: &Path) -> anyhow::Result<Self> {
+        let config_path = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&config_path)
+            .with_context(|| format!("cannot read {}", config_path.display()))?;
+        let folder = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut spec = Self::parse(&config_path, &folder, &text)?;
+        spec.onnx_path = dir.join(&spec.onnx_path);
+        if !spec.onnx_path.is_file() {
+            bail!(
+                "{}: field `onnx_file`: {} does not exist",
+                config_path.display(),
+                spec.onnx_path.display()
+            );
+        }
+        spec.labels_path = dir.join(&spec.labels_path);
+        let labels_text = std::fs::read_to_string(&spec.labels_path).with_context(|| {
+            format!(
+                "{}: field `labels_file`: cannot read {}",
+                config_path.display(),
+                spec.labels_path.display()
+            )
+        })?;
+        spec.labels = parse_labels(&labels_text)
+            .with_context(|| format!("{}: field `labels_file`", config_path.display()))?;
+        Ok(spec)
+    }
+
+    /// Parses and validates the text of a `config.toml`, reporting every bad field at once.
+    /// File paths are left relative and `labels` empty until [`Self::load`].
+    pub fn parse(config_path: &Path, folder: &str, text: &str) -> anyhow::Result<Self> {
+        let file = config_path.display();
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            anyhow::anyhow!(
+                "{file}: {}",
+                e.to_string().trim_end().replace('\n', "\n    ")
+            )
+        })?;
+        let mut errors = Vec::new();
+        let mut field = |name: &str, problem: String| {
+            errors.push(format!("{file}: field `{name}`: {problem}"));
+        };
+
+        let name = raw.name.unwrap_or_else(|| folder.to_owned());
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            field(
+                "name",
+                format!("{name:?} must be non-empty and use only letters, digits, '_', '-', '.'"),
+            );
+        }
+        for (key, value) in [
+            ("input_tensor", &raw.input_tensor),
+            ("output_tensor", &raw.output_tensor),
+            ("onnx_file", &raw.onnx_file),
+            ("labels_file", &raw.labels_file),
+        ] {
+            if value.trim().is_empty() {
+                field(key, "must not be empty".into());
+            }
+        }
+        for (key, value) in [("width", raw.width), ("height", raw.height)] {
+            if !(1..=MAX_SIDE).contains(&value) {
+                field(key, format!("{value} must be between 1 and {MAX_SIDE}"));
+            }
+        }
+        let scaling = match raw.scaling.into_scaling() {
+            Ok(scaling) => scaling,
+            Err(problem) => {
+                field("scaling", problem);
+                Scaling::Affine {
+                    scale: 1.0,
+                    offset: 0.0,
+                }
+            }
+        };
+        if !(1..=MAX_THREADS).contains(&raw.intra_op_threads) {
+            field(
+                "intra_op_threads",
+                format!(
+                    "{} must be between 1 and {MAX_THREADS}",
+                    raw.intra_op_threads
+                ),
+            );
+        }
+        if !(1..=MAX_BATCH).contains(&raw.max_batch_size) {
+            field(
+                "max_batch_size",
+                format!("{} must be between 1 and {MAX_BATCH}", raw.max_batch_size),
+            );
+        }
+        if raw.max_queue_delay_us > MAX_DELAY_US {
+            field(
+                "max_queue_delay_us",
+                format!(
+                    "{} is over the maximum of {MAX_DELAY_US} (1 s)",
+                    raw.max_queue_delay_us
+                ),
+            );
+        }
+        if !errors.is_empty() {
+            bail!(
+                "invalid model configuration:\n  - {}",
+                errors.join("\n  - ")
+            );
+        }
+        Ok(Self {
+            name,
+            config_path: config_path.to_path_buf(),
+            onnx_path: PathBuf::from(raw.onnx_file),
+            labels_path: PathBuf::from(raw.labels_file),
+            labels: Vec::new(),
+            input_tensor: raw.input_tensor,
+            output_tensor: raw.output_tensor,
+            preprocess: Preprocess {
+                width: raw.width,
+                height: raw.height,
+                layout: raw.layout,
+                scaling,
+                crop: raw.crop,
+            },
+            output_kind: raw.output_kind,
+            intra_op_threads: raw.intra_op_threads,
+            max_batch_size: raw.max_batch_size,
+            max_queue_delay: Duration::from_micros(raw.max_queue_delay_us),
+        })
+    }
+}
+
+const MAX_SIDE: u32 = 8192;
+const MAX_THREADS: usize = 256;
+const MAX_BATCH: usize = 1024;
+const MAX_DELAY_US: u64 = 1_000_000;
+
+/// Reads every model of a repository: each sub-folder holding a `config.toml` (sorted by name).
+pub fn load_repository(root: &Path) -> anyhow::Result<Vec<ModelSpec>> {
+    let entries = std::fs::read_dir(root).with_context(|| {
+        format!(
+            "cannot read the model repository {} (set TANDEM_MODEL_REPOSITORY)",
+            root.display()
+        )
+    })?;
+    let mut dirs = Vec::new();
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("cannot list {}", root.display()))?
+            .path();
+        if path.is_dir() && path.join(CONFIG_FILE).is_file() {
+            dirs.push(path);
+        } else if path.is_dir() {
+            tracing::warn!(folder = %path.display(), "skipping a folder without {CONFIG_FILE}");
+        }
+    }
+    dirs.sort();
+    let mut specs = Vec::new();
+    let mut problems = Vec::new();
+    for dir in &dirs {
+        match ModelSpec::load(dir) {
+            Ok(spec) => specs.push(spec),
+            Err(e) => problems.push(format!("{e:#}")),
+        }
+    }
+    let mut names = BTreeSet::new();
+    for spec in &specs {
+        if !names.insert(spec.name.as_str()) {
+            problems.push(format!(
+                "{}: field `name`: another model is already named {:?}",
+                spec.config_path.display(),
+                spec.name
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        bail!("{}", problems.join("\n"));
+    }
+    if specs.is_empty() {
+        bail!(
+            "no models in {}: each model is a sub-folder holding {CONFIG_FILE}, its ONNX file and its labels",
+            root.display()
+        );
+    }
+    Ok(specs)
+}
+
+/// One label per line; the display label is the text before the first ", ".
+pub fn parse_labels(text: &str) -> anyhow::Result<Vec<String>> {
+    let mut labels = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let label = line.split(", ").next().unwrap_or_default().trim();
+        if label.is_empty() {
+            bail!("line {} is empty: every line must name one class", i + 1);
+        }
+        labels.push(label.to_owned());
+    }
+    if labels.is_empty() {
+        bail!("the labels file is empty");
+    }
+    Ok(labels)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    name: Option<String>,
+    #[serde(default = "default_onnx")]
+    onnx_file: String,
+    #[serde(default = "default_labels")]
+    labels_file: String,
+    input_tensor: String,
+    output_tensor: String,
+    width: u32,
+    height: u32,
+    #[serde(default)]
+    layout: Layout,
+    scaling: RawScaling,
+    #[serde(default)]
+    crop: Crop,
+    #[serde(default)]
+    output_kind: OutputKind,
+    #[serde(default = "default_threads")]
+    intra_op_threads: usize,
+    #[serde(default = "default_batch")]
+    max_batch_size: usize,
+    #[serde(default)]
+    max_queue_delay_us: u64,
+}
+
+fn default_onnx() -> String {
+    "model.onnx".into()
+}
+fn default_labels() -> String {
+    "labels.txt".into()
+}
+fn default_threads() -> usize {
+    1
+}
+fn default_batch() -> usize {
+    8
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScaling {
+    mean: Option<[f32; 3]>,
+    std: Option<[f32; 3]>,
+    scale: Option<f32>,
+    offset: Option<f32>,
+}
+
+impl RawScaling {
+    fn into_scaling(self) -> Result<Scaling, String> {
+        const HELP: &str =
+            "give either { mean = [r, g, b], std = [r, g, b] } or { scale = s, offset = o }";
+        match (self.mean, self.std, self.scale, self.offset) {
+            (Some(mean), Some(std), None, None) => {
+                if mean.iter().any(|m| !m.is_finite()) {
+                    return Err("`mean` values must be finite numbers".into());
+                }
+                if std.iter().any(|s| !s.is_finite() || *s <= 0.0) {
+                    return Err("`std` values must be finite and greater than 0".into());
+                }
+                Ok(Scaling::MeanStd { mean, std })
+            }
+            (None, None, Some(scale), Some(offset)) => {
+                if !scale.is_finite() || scale == 0.0 || !offset.is_finite() {
+                    return Err("`scale` must be finite and non-zero, `offset` finite".into());
+                }
+                Ok(Scaling::Affine { scale, offset })
+            }
+            _ => Err(HELP.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "repository_tests.rs"]
+mod tests;

@@ -1,0 +1,258 @@
+//! The Open Inference Protocol gRPC service: health, metadata and inference.
+
+use std::sync::Arc;
+
+use tandem_proto::{
+    GrpcInferenceService, ModelInferRequest, ModelInferResponse, ModelMetadataRequest,
+    ModelMetadataResponse, ModelReadyRequest, ModelReadyResponse, ServerLiveRequest,
+    ServerLiveResponse, ServerMetadataRequest, ServerMetadataResponse, ServerReadyRequest,
+    ServerReadyResponse, model_metadata_response::TensorMetadata,
+};
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    error::ModelError,
+    registry::{Registry, VERSION},
+    repository::ModelSpec,
+    request::{self, IMAGE_INPUT, Input},
+};
+
+/// The name `ServerMetadata` reports.
+pub const SERVER_NAME: &str = "tandem-model-server";
+
+/// Serves the models of a [`Registry`].
+#[derive(Debug, Clone)]
+pub struct InferenceService {
+    registry: Arc<Registry>,
+    max_image_pixels: u64,
+    /// Bounds how many images are decoded at once (each may take `max_image_pixels * 3` bytes).
+    decoding: Arc<Semaphore>,
+}
+
+impl InferenceService {
+    /// A service over `registry`, refusing images of more than `max_image_pixels`.
+    pub fn new(registry: Arc<Registry>, max_image_pixels: u64) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            registry,
+            max_image_pixels,
+            decoding: Arc::new(Semaphore::new(cores * 2)),
+        }
+    }
+
+    /// Decodes and prepares every image on the blocking pool, images in parallel, into one
+    /// batch tensor. The first failing image (by index) is the error.
+    async fn prepare(&self, spec: &Arc<ModelSpec>, images: Vec<Bytes>) -> Result<Vec<f32>, ModelError> {
+        let tasks = images.into_iter().enumerate().map(|(index, encoded)| {
+            let spec = spec.clone();
+            let decoding = self.decoding.clone();
+            let max_pixels = self.max_image_pixels;
+            async move {
+                let _permit = decoding
+                    .acquire_owned()
+                    .await
+                    .map_err(ModelError::internal)?;
+                tokio::task::spawn_blocking(move || {
+                    spec.preprocess.prepare_encoded(&encoded, index, max_pixels)
+                })
+                .await
+                .map_err(|e| ModelError::internal(format!("preprocessing panicked: {e}")))?
+            }
+        });
+        let mut tensor = Vec::new();
+        for prepared in futures::future::join_all(tasks).await {
+            tensor.extend(prepared?);
+        }
+        Ok(tensor)
+    }
+
+    /// ModelInfer, with errors still typed.
+    #[tracing::instrument(skip_all, fields(model = %request.model_name, id = %request.id))]
+    async fn infer(
+        &self,
+        mut request: ModelInferRequest,
+    ) -> Result<ModelInferResponse, ModelError> {
+        let model = self
+            .registry
+            .get(&request.model_name, &request.model_version)?;
+        let spec = &model.spec;
+        let request::Plan {
+            input,
+            batch,
+            classification,
+        } = request::plan(&mut request, spec)?;
+        let runner = model.runner()?;
+        let tensor = match input {
+            Input::Tensor(values) => values,
+            Input::Images(images) => self.prepare(spec, images).await?,
+        };
+        let output = runner.infer(tensor, batch).await?;
+        tracing::debug!(images = batch, "inferred");
+        Ok(request::response(
+            &request,
+            spec,
+            batch,
+            classification,
+            &output,
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for InferenceService {
+    async fn server_live(
+        &self,
+        _: Request<ServerLiveRequest>,
+    ) -> Result<Response<ServerLiveResponse>, Status> {
+        Ok(Response::new(ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<ServerReadyRequest>,
+    ) -> Result<Response<ServerReadyResponse>, Status> {
+        Ok(Response::new(ServerReadyResponse {
+            ready: self.registry.is_ready(),
+        }))
+    }
+
+    async fn model_ready(
+        &self,
+        request: Request<ModelReadyRequest>,
+    ) -> Result<Response<ModelReadyResponse>, Status> {
+        let request = request.into_inner();
+        let model = self.registry.get(&request.name, &request.version)?;
+        Ok(Response::new(ModelReadyResponse {
+            ready: model.is_ready(),
+        }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<ServerMetadataRequest>,
+    ) -> Result<Response<ServerMetadataResponse>, Status> {
+        Ok(Response::new(ServerMetadataResponse {
+            name: SERVER_NAME.to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            extensions: vec!["classification".to_owned()],
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        request: Request<ModelMetadataRequest>,
+    ) -> Result<Response<ModelMetadataResponse>, Status> {
+        let request = request.into_inner();
+        let spec = &self.registry.get(&request.name, &request.version)?.spec;
+        let tensor = |name: &str, datatype: &str, shape: Vec<i64>| TensorMetadata {
+            name: name.to_owned(),
+            datatype: datatype.to_owned(),
+            shape,
+        };
+        let classes = i64::try_from(spec.num_classes()).unwrap_or(i64::MAX);
+        Ok(Response::new(ModelMetadataResponse {
+            name: spec.name.clone(),
+            versions: vec![VERSION.to_owned()],
+            platform: "onnxruntime_onnx".to_owned(),
+            inputs: vec![
+                tensor(&spec.input_tensor, "FP32", spec.input_shape().to_vec()),
+                tensor(IMAGE_INPUT, "BYTES", vec![-1]),
+            ],
+            outputs: vec![tensor(&spec.output_tensor, "FP32", vec![-1, classes])],
+        }))
+    }
+
+    async fn model_infer(
+        &self,
+        request: Request<ModelInferRequest>,
+    ) -> Result<Response<ModelInferResponse>, Status> {
+        self.infer(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// A service whose one model has not been loaded (as while ONNX Runtime starts).
+    fn loading() -> InferenceService {
+        let mut spec = ModelSpec::parse(
+            Path::new("m/config.toml"),
+            "m",
+            "input_tensor = \"input\"\noutput_tensor = \"logits\"\nwidth = 2\nheight = 2\n\
+             scaling = { scale = 1.0, offset = 0.0 }\n",
+        )
+        .unwrap();
+        spec.labels = vec!["a".into(), "b".into()];
+        InferenceService::new(Arc::new(Registry::new(vec![spec])), 100)
+    }
+
+    #[tokio::test]
+    async fn live_but_not_ready_while_models_load() {
+        let service = loading();
+        let live = service.server_live(Request::new(ServerLiveRequest {})).await;
+        assert!(live.unwrap().into_inner().live);
+        let ready = service.server_ready(Request::new(ServerReadyRequest {})).await;
+        assert!(!ready.unwrap().into_inner().ready);
+        let model = ModelReadyRequest {
+            name: "m".into(),
+            version: "1".into(),
+        };
+        let model_ready = service.model_ready(Request::new(model)).await;
+        assert!(!model_ready.unwrap().into_inner().ready);
+
+        // Metadata is known from config.toml already; inference must wait.
+        let metadata = ModelMetadataRequest {
+            name: "m".into(),
+            version: String::new(),
+        };
+        let metadata = service.model_metadata(Request::new(metadata)).await.unwrap();
+        assert_eq!(metadata.into_inner().outputs[0].shape, [-1, 2]);
+        let request = ModelInferRequest {
+            model_name: "m".into(),
+            inputs: vec![tandem_proto::model_infer_request::InferInputTensor {
+                name: IMAGE_INPUT.into(),
+                datatype: "BYTES".into(),
+                shape: vec![1],
+                contents: Some(tandem_proto::InferTensorContents {
+                    bytes_contents: vec![bytes::Bytes::from_static(b"x")],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let status = service.model_infer(Request::new(request)).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    }
+
+    #[tokio::test]
+    async fn unknown_models_and_versions_are_not_found() {
+        let service = loading();
+        let status = service
+            .model_ready(Request::new(ModelReadyRequest {
+                name: "m".into(),
+                version: "2".into(),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::NotFound);
+        assert!(status.message().contains("\"2\""), "{status:?}");
+        let status = service
+            .model_metadata(Request::new(ModelMetadataRequest {
+                name: "x".into(),
+                version: String::new(),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::NotFound);
+        assert!(status.message().contains("available models: m"), "{status:?}");
+    }
+}

@@ -1,0 +1,262 @@
+//! Running one slow job: the per-message state machine.
+//!
+//! Order matters for "nothing lost, nothing twice": the result is written to the KV bucket
+//! before the message is acknowledged (a crash in between redelivers a job whose record is
+//! already final, which is then acknowledged without running again), and a failure is recorded
+//! before the message is terminated (a terminated work-queue message is gone).
+
+use std::{sync::Arc, time::Duration};
+
+use async_nats::jetstream::{AckKind, Message, object_store::ObjectStore};
+use bytes::Bytes;
+use tandem_core::{
+    job::{JobId, JobRecord, JobStatus, Prediction},
+    model_client::{ClassifyError, ModelClient},
+    slow_job::{ImageRef, SlowJob},
+    store::JobStore,
+};
+use tokio::io::AsyncReadExt as _;
+
+use crate::config::WorkerConfig;
+
+/// What every job task needs.
+pub struct JobContext {
+    pub config: WorkerConfig,
+    pub model: ModelClient,
+    pub store: JobStore,
+    pub images: ObjectStore,
+}
+
+impl std::fmt::Debug for JobContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobContext")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a delivery ended (for logs and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    /// Already final (a redelivery, or cancelled): acknowledged without running.
+    Skipped,
+    /// Will be redelivered after a delay.
+    Retrying,
+}
+
+/// Processes one delivered message to the end.
+#[tracing::instrument(skip_all, fields(job_id, delivered))]
+pub async fn process(ctx: Arc<JobContext>, msg: Message) -> Outcome {
+    let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
+    tracing::Span::current().record("delivered", delivered);
+    let job = match SlowJob::from_message(msg.headers.as_ref(), msg.payload.clone()) {
+        Ok(job) => job,
+        Err(e) => {
+            tracing::warn!(error = %e, "terminating a message that is not a valid job");
+            let id = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(tandem_core::nats::headers::JOB_ID))
+                .and_then(|v| v.as_str().parse::<JobId>().ok());
+            if let Some(id) = id {
+                fail(&ctx, id, &format!("invalid job message: {e}")).await;
+            }
+            ack(&msg, AckKind::Term).await;
+            return Outcome::Failed;
+        }
+    };
+    tracing::Span::current().record("job_id", tracing::field::display(job.id));
+
+    match start(&ctx, &job).await {
+        Ok(true) => {}
+        Ok(false) => {
+            ack(&msg, AckKind::Ack).await;
+            forget_image(&ctx, &job).await;
+            return Outcome::Skipped;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "job store unavailable; retrying later");
+            ack(&msg, AckKind::Nak(Some(ctx.config.retry_delay(delivered)))).await;
+            return Outcome::Retrying;
+        }
+    }
+
+    let result = match load_image(&ctx, &job).await {
+        Ok(image) => run_model(&ctx, &msg, image).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(prediction) => finish(&ctx, &msg, &job, prediction, delivered).await,
+        Err(e) if e.is_transient() && delivered < ctx.config.nats.max_deliver => {
+            let delay = ctx.config.retry_delay(delivered);
+            tracing::warn!(error = %e, retry_in = ?delay, "transient failure; will retry");
+            let note = format!("attempt {delivered} failed, retrying in {delay:?}: {e}");
+            let _ = ctx
+                .store
+                .update(job.id, |r| {
+                    if r.status.is_terminal() {
+                        return false;
+                    }
+                    r.error = Some(note.clone());
+                    r.transition(JobStatus::Queued);
+                    true
+                })
+                .await;
+            ack(&msg, AckKind::Nak(Some(delay))).await;
+            Outcome::Retrying
+        }
+        Err(e) => {
+            let reason = if e.is_transient() {
+                format!("gave up after {delivered} attempts: {e}")
+            } else {
+                e.to_string()
+            };
+            tracing::warn!(%reason, "job failed");
+            fail(&ctx, job.id, &reason).await;
+            ack(&msg, AckKind::Term).await;
+            forget_image(&ctx, &job).await;
+            Outcome::Failed
+        }
+    }
+}
+
+/// Marks the job `running`; `Ok(false)` when it must not run (final already, or cancelled).
+async fn start(ctx: &JobContext, job: &SlowJob) -> Result<bool, tandem_core::store::StoreError> {
+    let mark_running = |r: &mut JobRecord| {
+        if r.status.is_terminal() {
+            return false;
+        }
+        r.attempts += 1;
+        r.transition(JobStatus::Running);
+        true
+    };
+    let stored = match ctx.store.update(job.id, mark_running).await? {
+        Some(stored) => stored,
+        None => {
+            // No record: published by something other than the gateway, or expired. Create it
+            // so that the outcome is visible.
+            let mut record = JobRecord::queued(job.id, job.submitted_at);
+            mark_running(&mut record);
+            ctx.store.create(&record).await?;
+            return Ok(true);
+        }
+    };
+    Ok(stored.record.status == JobStatus::Running)
+}
+
+async fn load_image(ctx: &JobContext, job: &SlowJob) -> Result<Bytes, ClassifyError> {
+    match &job.image {
+        ImageRef::Inline(bytes) => Ok(bytes.clone()),
+        ImageRef::Object(name) => {
+            let mut object = ctx.images.get(name).await.map_err(|e| {
+                if e.kind() == async_nats::jetstream::object_store::GetErrorKind::NotFound {
+                    ClassifyError::Rejected(format!(
+                        "the job's image {name:?} is gone from the store"
+                    ))
+                } else {
+                    ClassifyError::Unavailable(format!("image store: {e}"))
+                }
+            })?;
+            let mut buffer = Vec::new();
+            object
+                .read_to_end(&mut buffer)
+                .await
+                .map_err(|e| ClassifyError::Unavailable(format!("image store: {e}")))?;
+            Ok(Bytes::from(buffer))
+        }
+    }
+}
+
+/// Calls the slow model, telling JetStream the job is alive while it runs.
+async fn run_model(
+    ctx: &JobContext,
+    msg: &Message,
+    image: Bytes,
+) -> Result<Prediction, ClassifyError> {
+    let call = ctx.model.classify(
+        &ctx.config.slow_model,
+        image,
+        ctx.config.top_k,
+        Default::default(),
+    );
+    tokio::pin!(call);
+    let period = (ctx.config.nats.ack_wait / 3).max(Duration::from_millis(100));
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        tokio::select! {
+            result = &mut call => return result,
+            _ = ticker.tick() => ack(msg, AckKind::Progress).await,
+        }
+    }
+}
+
+async fn finish(
+    ctx: &JobContext,
+    msg: &Message,
+    job: &SlowJob,
+    prediction: Prediction,
+    delivered: i64,
+) -> Outcome {
+    let written = ctx
+        .store
+        .update(job.id, |r| {
+            if r.status.is_terminal() {
+                return false;
+            }
+            r.slow = Some(prediction.clone());
+            r.error = None;
+            r.transition(JobStatus::Succeeded);
+            true
+        })
+        .await;
+    match written {
+        Ok(_) => {
+            // Double ack: the server confirms, so a lost ack cannot look like success.
+            if let Err(e) = msg.double_ack().await {
+                tracing::warn!(error = %e, "ack not confirmed; a redelivery will be skipped");
+            }
+            forget_image(ctx, job).await;
+            tracing::info!(label = %prediction.label, ms = prediction.inference_ms, "job succeeded");
+            Outcome::Succeeded
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "result not stored; retrying the job");
+            ack(msg, AckKind::Nak(Some(ctx.config.retry_delay(delivered)))).await;
+            Outcome::Retrying
+        }
+    }
+}
+
+/// Records a final failure (unless the job is already final).
+pub async fn fail(ctx: &JobContext, id: JobId, reason: &str) {
+    let result = ctx
+        .store
+        .update(id, |r| {
+            if r.status.is_terminal() {
+                return false;
+            }
+            r.error = Some(reason.to_owned());
+            r.transition(JobStatus::Failed);
+            true
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, job_id = %id, "could not record failure");
+    }
+}
+
+async fn forget_image(ctx: &JobContext, job: &SlowJob) {
+    if let ImageRef::Object(name) = &job.image
+        && let Err(e) = ctx.images.delete(name).await
+    {
+        tracing::debug!(error = %e, "image object not deleted (expires with the bucket's TTL)");
+    }
+}
+
+async fn ack(msg: &Message, kind: AckKind) {
+    if let Err(e) = msg.ack_with(kind).await {
+        tracing::warn!(error = %e, "could not acknowledge message");
+    }
+}

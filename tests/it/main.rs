@@ -1,0 +1,12 @@
+//! Tandem's integration tests: one binary, real servers on loopback ports.
+//!
+//! Layout: `support/` starts real things (nats-server on a random port with a temporary store,
+//! the model server on the vendored models, the gateway, slow-workers) and cleans them up;
+//! each other module is the specification of one part, read as prose.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_debug_implementations)]
+
+mod support;
+
+mod fast_path;
+mod model_server;

@@ -1,0 +1,287 @@
+//! `TestApp`: the whole service on loopback ports, as a client sees it.
+//!
+//! A fresh nats-server per test (isolation), the gateway and slow-workers in process (or a
+//! worker as a real process, for SIGKILL tests), and the model server shared by every test
+//! unless a test needs its own (loading models once keeps the suite fast on 2 cores).
+
+use std::{
+    future::Future,
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use tandem_core::config::Env;
+use tokio::sync::oneshot;
+
+use super::{
+    model_server::{ModelServerHandle, spawn_model_server},
+    nats::NatsServer,
+};
+
+/// The model server every test may share, on its own runtime so it outlives each test's.
+pub fn shared_model_server_url() -> String {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let handle = spawn_model_server().await;
+                tx.send(handle.url()).expect("send url");
+                // Keep serving until the test process exits.
+                std::future::pending::<()>().await;
+                drop(handle);
+            });
+        });
+        rx.recv().expect("shared model server started")
+    })
+    .clone()
+}
+
+/// A task stopped by sending on a oneshot; stopped on drop.
+pub struct Stoppable {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Stoppable {
+    pub fn spawn<F, Fut>(run: F) -> Self
+    where
+        F: FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<()>();
+        let shutdown = Box::pin(async move {
+            let _ = rx.await;
+        });
+        Self {
+            stop: Some(tx),
+            task: Some(tokio::spawn(run(shutdown))),
+        }
+    }
+
+    /// Signals shutdown and waits for the task to end.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Stoppable {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// What to start.
+pub struct AppOptions {
+    /// In-process slow-workers.
+    pub workers: usize,
+    /// Settings for every service (e.g. `TANDEM_QUEUE_MAX_JOBS`).
+    pub env: Vec<(String, String)>,
+    /// A model server of the test's own (to stop and restart it); else the shared one.
+    pub own_model_server: bool,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            env: Vec::new(),
+            own_model_server: false,
+        }
+    }
+}
+
+/// The running service.
+pub struct TestApp {
+    pub nats: NatsServer,
+    pub model_server: Option<ModelServerHandle>,
+    pub model_server_url: String,
+    pub gateway: Stoppable,
+    pub workers: Vec<Stoppable>,
+    /// `http://127.0.0.1:PORT` of the gateway.
+    pub base: String,
+    pub http: reqwest::Client,
+    env: Vec<(String, String)>,
+}
+
+/// Starts nats-server, the gateway and one slow-worker.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(AppOptions::default()).await
+}
+
+/// Starts the service as `options` says, and waits until the gateway is ready.
+pub async fn spawn_app_with(options: AppOptions) -> TestApp {
+    let nats = NatsServer::start();
+    let (model_server, model_server_url) = if options.own_model_server {
+        let handle = spawn_model_server().await;
+        let url = handle.url();
+        (Some(handle), url)
+    } else {
+        (None, shared_model_server_url())
+    };
+    let mut env = vec![
+        ("TANDEM_NATS_URL".to_owned(), nats.url()),
+        (
+            "TANDEM_MODEL_SERVER_URL".to_owned(),
+            model_server_url.clone(),
+        ),
+        // Short timings so redelivery and retry tests finish quickly.
+        ("TANDEM_ACK_WAIT_MS".to_owned(), "2000".to_owned()),
+        ("TANDEM_RETRY_BASE_MS".to_owned(), "200".to_owned()),
+        ("TANDEM_RETRY_MAX_MS".to_owned(), "1000".to_owned()),
+        ("TANDEM_SHUTDOWN_GRACE_SECS".to_owned(), "2".to_owned()),
+    ];
+    env.extend(options.env);
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let config = tandem_gateway::GatewayConfig::from(Env::with_overrides(env.clone())).unwrap();
+    let gateway = Stoppable::spawn(move |shutdown| tandem_gateway::run(listener, config, shutdown));
+
+    let mut app = TestApp {
+        nats,
+        model_server,
+        model_server_url,
+        gateway,
+        workers: Vec::new(),
+        base,
+        http: reqwest::Client::new(),
+        env,
+    };
+    for _ in 0..options.workers {
+        app.add_worker();
+    }
+    app.wait_ready().await;
+    app
+}
+
+impl TestApp {
+    /// Starts one more in-process slow-worker.
+    pub fn add_worker(&mut self) {
+        let config = self.worker_config();
+        self.workers.push(Stoppable::spawn(move |shutdown| {
+            Box::pin(tandem_slow_worker::run(config, shutdown))
+        }));
+    }
+
+    fn worker_config(&self) -> tandem_slow_worker::WorkerConfig {
+        tandem_slow_worker::WorkerConfig::from(Env::with_overrides(self.env.clone())).unwrap()
+    }
+
+    /// Starts a slow-worker as its own process (the real binary), for tests that SIGKILL it.
+    pub fn spawn_worker_process(&self) -> Child {
+        let exe = std::env::current_exe().unwrap();
+        // target/<profile>/deps/it-<hash> -> target/<profile>/tandem-slow-worker
+        let binary = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .unwrap()
+            .join("tandem-slow-worker");
+        assert!(
+            binary.exists(),
+            "{} is missing: build the binaries first (scripts/test does: cargo build --workspace --bins)",
+            binary.display()
+        );
+        Command::new(binary)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("worker process")
+    }
+
+    /// Waits until `/readyz` says ready.
+    pub async fn wait_ready(&self) {
+        let started = Instant::now();
+        loop {
+            if let Ok(response) = self.http.get(self.url("/readyz")).send().await
+                && response.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "gateway not ready after 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `POST /predict` with a raw image body.
+    pub async fn predict_raw(&self, image: Vec<u8>, content_type: &str) -> reqwest::Response {
+        self.http
+            .post(self.url("/predict"))
+            .header("content-type", content_type)
+            .body(image)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `POST /predict` as the original clients do: JSON with base64 `image_data`.
+    pub async fn predict_json(&self, image: &[u8]) -> reqwest::Response {
+        use base64::Engine as _;
+        let body = serde_json::json!({
+            "image_data": base64::engine::general_purpose::STANDARD.encode(image)
+        });
+        self.http
+            .post(self.url("/predict"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `GET /job/<id>` as JSON, with its status code.
+    pub async fn job(&self, id: &str) -> (reqwest::StatusCode, Value) {
+        let response = self
+            .http
+            .get(self.url(&format!("/job/{id}")))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap())
+    }
+
+    /// Polls `GET /job/<id>` until the job is final (or `timeout`).
+    pub async fn wait_final(&self, id: &str, timeout: Duration) -> Value {
+        let started = Instant::now();
+        loop {
+            let (status, body) = self.job(id).await;
+            if status.is_success()
+                && matches!(
+                    body["status"].as_str(),
+                    Some("succeeded" | "failed" | "cancelled")
+                )
+            {
+                return body;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "job {id} not final after {timeout:?}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
