@@ -179,7 +179,7 @@ pub async fn ensure_jobs_bucket(
         bucket: JOBS_BUCKET.into(),
         description: "Tandem job records, key = job id".into(),
         // A few revisions let a watcher that reconnects see what it missed.
-        history: 5,
+        history: 10,
         max_age: settings.job_ttl,
         storage: stream::StorageType::File,
         num_replicas: settings.replicas,

@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tandem_proto::{
     GrpcInferenceService, ModelInferRequest, ModelInferResponse, ModelMetadataRequest,
     ModelMetadataResponse, ModelReadyRequest, ModelReadyResponse, ServerLiveRequest,
     ServerLiveResponse, ServerMetadataRequest, ServerMetadataResponse, ServerReadyRequest,
     ServerReadyResponse, model_metadata_response::TensorMetadata,
 };
-use bytes::Bytes;
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
@@ -44,24 +44,31 @@ impl InferenceService {
 
     /// Decodes and prepares every image on the blocking pool, images in parallel, into one
     /// batch tensor. The first failing image (by index) is the error.
-    async fn prepare(&self, spec: &Arc<ModelSpec>, images: Vec<Bytes>) -> Result<Vec<f32>, ModelError> {
+    async fn prepare(
+        &self,
+        spec: &Arc<ModelSpec>,
+        images: Vec<Bytes>,
+    ) -> Result<Vec<f32>, ModelError> {
+        let count = images.len();
         let tasks = images.into_iter().enumerate().map(|(index, encoded)| {
             let spec = spec.clone();
             let decoding = self.decoding.clone();
             let max_pixels = self.max_image_pixels;
             async move {
-                let _permit = decoding
+                let permit = decoding
                     .acquire_owned()
                     .await
                     .map_err(ModelError::internal)?;
                 tokio::task::spawn_blocking(move || {
+                    // Held until the work is done, even if the request is cancelled meanwhile.
+                    let _permit = permit;
                     spec.preprocess.prepare_encoded(&encoded, index, max_pixels)
                 })
                 .await
                 .map_err(|e| ModelError::internal(format!("preprocessing panicked: {e}")))?
             }
         });
-        let mut tensor = Vec::new();
+        let mut tensor = Vec::with_capacity(count * spec.preprocess.image_len());
         for prepared in futures::future::join_all(tasks).await {
             tensor.extend(prepared?);
         }
@@ -197,9 +204,13 @@ mod tests {
     #[tokio::test]
     async fn live_but_not_ready_while_models_load() {
         let service = loading();
-        let live = service.server_live(Request::new(ServerLiveRequest {})).await;
+        let live = service
+            .server_live(Request::new(ServerLiveRequest {}))
+            .await;
         assert!(live.unwrap().into_inner().live);
-        let ready = service.server_ready(Request::new(ServerReadyRequest {})).await;
+        let ready = service
+            .server_ready(Request::new(ServerReadyRequest {}))
+            .await;
         assert!(!ready.unwrap().into_inner().ready);
         let model = ModelReadyRequest {
             name: "m".into(),
@@ -213,7 +224,10 @@ mod tests {
             name: "m".into(),
             version: String::new(),
         };
-        let metadata = service.model_metadata(Request::new(metadata)).await.unwrap();
+        let metadata = service
+            .model_metadata(Request::new(metadata))
+            .await
+            .unwrap();
         assert_eq!(metadata.into_inner().outputs[0].shape, [-1, 2]);
         let request = ModelInferRequest {
             model_name: "m".into(),
@@ -229,7 +243,10 @@ mod tests {
             }],
             ..Default::default()
         };
-        let status = service.model_infer(Request::new(request)).await.unwrap_err();
+        let status = service
+            .model_infer(Request::new(request))
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     }
 
@@ -253,6 +270,9 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(status.code(), tonic::Code::NotFound);
-        assert!(status.message().contains("available models: m"), "{status:?}");
+        assert!(
+            status.message().contains("available models: m"),
+            "{status:?}"
+        );
     }
 }

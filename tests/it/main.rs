@@ -4,9 +4,14 @@
 //! the model server on the vendored models, the gateway, slow-workers) and cleans them up;
 //! each other module is the specification of one part, read as prose.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_debug_implementations)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    missing_debug_implementations
+)]
 
 mod support;
 
 mod fast_path;
 mod model_server;
+mod slow_path;

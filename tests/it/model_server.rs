@@ -276,14 +276,25 @@ async fn classification_gives_k_classes_best_first_with_softmax_scores() {
     let server = spawn_model_server().await;
     let mut client = server.client().await;
     let cat = photo("chelsea.jpg");
-    let logits = floats(&infer(&mut client, image_request(LITE0, &[cat.clone()], None)).await);
+    let logits = floats(
+        &infer(
+            &mut client,
+            image_request(LITE0, std::slice::from_ref(&cat), None),
+        )
+        .await,
+    );
     let max = logits.iter().copied().fold(f32::MIN, f32::max);
     let sum: f32 = logits.iter().map(|l| (l - max).exp()).sum();
     let probability = |i: usize| (logits[i] - max).exp() / sum;
 
     for k in [1, 5, 10] {
-        let top =
-            &classes(&infer(&mut client, image_request(LITE0, &[cat.clone()], Some(k))).await)[0];
+        let top = &classes(
+            &infer(
+                &mut client,
+                image_request(LITE0, std::slice::from_ref(&cat), Some(k)),
+            )
+            .await,
+        )[0];
         assert_eq!(top.len(), k as usize);
         for pair in top.windows(2) {
             assert!(pair[0].score >= pair[1].score, "best first: {top:?}");
@@ -348,4 +359,27 @@ async fn fp32_tensors_prepared_by_the_client_are_accepted() {
         classes(&infer(&mut client, raw).await)[0][0].label,
         "Egyptian cat"
     );
+}
+
+#[tokio::test]
+async fn concurrent_requests_each_get_their_own_answer() {
+    let server = spawn_model_server().await;
+    let client = server.client().await;
+    let (cat, coffee) = (photo("chelsea.jpg"), photo("coffee.jpg"));
+    let requests = (0..8).map(|i| {
+        let mut client = client.clone();
+        let (image, want) = if i % 2 == 0 {
+            (cat.clone(), EGYPTIAN_CAT)
+        } else {
+            (coffee.clone(), ESPRESSO)
+        };
+        async move {
+            let mut request = image_request(LITE0, &[image], Some(1));
+            request.id = format!("request-{i}");
+            let response = infer(&mut client, request).await;
+            assert_eq!(response.id, format!("request-{i}"));
+            assert_eq!(classes(&response)[0][0].index, want, "request {i}");
+        }
+    });
+    futures::future::join_all(requests).await;
 }

@@ -126,12 +126,17 @@ pub async fn job_events(
         let mut sent = last_seen;
         let mut next = Some(current);
         loop {
-            if let Some(update) = next.take()
-                && update.revision > sent
-            {
-                sent = update.revision;
+            if let Some(update) = next.take() {
                 let done = update.record.status.is_terminal();
-                if tx.send(event(&update)).await.is_err() || done {
+                // Send only what the client has not seen (Last-Event-ID), and end after a
+                // final state even when the client had already seen it.
+                if update.revision > sent {
+                    sent = update.revision;
+                    if tx.send(event(&update)).await.is_err() {
+                        return;
+                    }
+                }
+                if done {
                     return;
                 }
             }

@@ -31,7 +31,10 @@ pub fn png_claiming(width: u32, height: u32) -> Vec<u8> {
     for (kind, data) in [
         (b"IHDR", ihdr.as_slice()),
         // A zlib stream of a few zero bytes: the start of the (claimed) pixel data.
-        (b"IDAT", &[0x78, 0x9c, 0x63, 0x60, 0x00, 0x00, 0x00, 0x02, 0x00, 0x01][..]),
+        (
+            b"IDAT",
+            &[0x78, 0x9c, 0x63, 0x60, 0x00, 0x00, 0x00, 0x02, 0x00, 0x01][..],
+        ),
         (b"IEND", &[][..]),
     ] {
         let mut chunk = kind.to_vec();

@@ -70,14 +70,20 @@ pub async fn spawn_model_server() -> ModelServerHandle {
     spawn_model_server_with(|_| {}).await
 }
 
+/// Starts the model server on `addr` (to bring one back on the port it had).
+pub async fn spawn_model_server_at(addr: SocketAddr) -> ModelServerHandle {
+    spawn_model_server_with(|config| config.addr = addr).await
+}
+
 /// Like [`spawn_model_server`], after `adjust` has changed the configuration.
 pub async fn spawn_model_server_with(
     adjust: impl FnOnce(&mut ModelServerConfig),
 ) -> ModelServerHandle {
     let mut config = ModelServerConfig::from_env().expect("model server configuration");
     config.model_repository = workspace_root().join("models");
+    config.addr = SocketAddr::from(([127, 0, 0, 1], 0));
     adjust(&mut config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(config.addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     config.addr = addr;
     let (tx, rx) = oneshot::channel::<()>();
@@ -101,12 +107,11 @@ impl ModelServerHandle {
                 let result = self.task.take().unwrap().await;
                 panic!("the model server stopped before it was ready: {result:?}");
             }
-            if let Ok(mut client) = GrpcInferenceServiceClient::connect(self.url()).await {
-                if let Ok(ready) = client.server_ready(ServerReadyRequest {}).await {
-                    if ready.into_inner().ready {
-                        return;
-                    }
-                }
+            if let Ok(mut client) = GrpcInferenceServiceClient::connect(self.url()).await
+                && let Ok(ready) = client.server_ready(ServerReadyRequest {}).await
+                && ready.into_inner().ready
+            {
+                return;
             }
             assert!(
                 started.elapsed() < READY_TIMEOUT,

@@ -1,0 +1,513 @@
+//! The slow path: every accepted request becomes a durable job; a slow-worker runs the slow
+//! model and the result reaches the client over `GET /job/<id>` and Server-Sent Events.
+//! Nothing is lost when workers die, the model server or NATS restarts.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use futures::StreamExt as _;
+use reqwest::StatusCode;
+use serde_json::Value;
+use tandem_core::{
+    job::JobId,
+    nats::{JOBS_BUCKET, JOBS_STREAM, JOBS_SUBJECT, WORKER_CONSUMER},
+    slow_job::{ImageRef, SlowJob},
+};
+
+use crate::support::{
+    app::{AppOptions, TestApp, spawn_app, spawn_app_with},
+    photo,
+    sse::SseStream,
+};
+
+const FINAL: Duration = Duration::from_secs(60);
+
+async fn submit(app: &TestApp, file: &str) -> Value {
+    let response = app.predict_raw(photo(file), "image/jpeg").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+fn no_workers() -> AppOptions {
+    AppOptions {
+        workers: 0,
+        ..Default::default()
+    }
+}
+
+async fn jetstream(app: &TestApp) -> jetstream::Context {
+    jetstream::new(async_nats::connect(app.nats.url()).await.unwrap())
+}
+
+/// Every status a job's record has had, oldest first (the bucket keeps 10 revisions).
+async fn history(js: &jetstream::Context, id: &str) -> Vec<String> {
+    let kv = js.get_key_value(JOBS_BUCKET).await.unwrap();
+    let mut entries = kv.history(id).await.unwrap();
+    let mut statuses = Vec::new();
+    while let Some(entry) = tokio::time::timeout(Duration::from_secs(2), entries.next())
+        .await
+        .ok()
+        .flatten()
+    {
+        let entry = entry.unwrap();
+        let record: Value = serde_json::from_slice(&entry.value).unwrap();
+        statuses.push(record["status"].as_str().unwrap().to_owned());
+        if entry.delta == 0 {
+            break;
+        }
+    }
+    statuses
+}
+
+#[tokio::test]
+async fn chelsea_gets_the_fast_label_now_and_the_slow_label_over_sse() {
+    let app = spawn_app().await;
+    let reply = submit(&app, "chelsea.jpg").await;
+    assert_eq!(reply["efficientnet_lite0"], "Egyptian cat");
+    let id = reply["job_id"].as_str().unwrap();
+    assert_eq!(reply["job_url"], format!("/job/{id}"));
+    assert_eq!(reply["events_url"], format!("/job/{id}/events"));
+
+    let mut events = SseStream::open(&app.http, &app.url(&format!("/job/{id}/events")), None).await;
+    assert_eq!(events.status, StatusCode::OK);
+    let received = events.collect(FINAL).await;
+    let last = received.last().expect("at least one event");
+    assert_eq!(last.event, "succeeded", "{received:?}");
+    let record = last.json();
+    assert_eq!(record["slow"]["label"], "Egyptian cat");
+    assert_eq!(record["slow"]["model"], "efficientnet_lite2");
+    assert_eq!(record["fast"]["label"], "Egyptian cat");
+    // Event ids are increasing revisions.
+    let ids: Vec<u64> = received
+        .iter()
+        .map(|e| e.id.as_deref().unwrap().parse().unwrap())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+
+    let (status, job) = app.job(id).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(job["status"], "succeeded");
+    assert_eq!(job["slow"]["label"], "Egyptian cat");
+    assert_eq!(job["attempts"], 1);
+    assert!(job["finished_at"].is_string());
+}
+
+#[tokio::test]
+async fn the_original_clients_post_then_poll_works() {
+    let app = spawn_app().await;
+    let response = app.predict_json(&photo("chelsea.jpg")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let reply: Value = response.json().await.unwrap();
+    let id = reply["job_id"].as_str().unwrap().to_owned();
+    assert_eq!(reply["efficientnet_lite0"], "Egyptian cat");
+    // The original client polls `GET /job/<id>` and reads `response[id]["prediction"]`,
+    // empty until the slow answer exists.
+    let started = std::time::Instant::now();
+    loop {
+        let (status, body) = app.job(&id).await;
+        assert_eq!(status, StatusCode::OK);
+        let prediction = body[&id]["prediction"].as_str().unwrap();
+        if !prediction.is_empty() {
+            assert_eq!(prediction, "Egyptian cat");
+            break;
+        }
+        assert!(started.elapsed() < FINAL, "no slow prediction: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn nothing_is_lost_when_a_worker_is_killed_mid_run() {
+    let app = spawn_app_with(AppOptions {
+        workers: 0,
+        env: vec![("TANDEM_WORKER_CONCURRENCY".into(), "2".into())],
+        ..Default::default()
+    })
+    .await;
+    let mut doomed = app.spawn_worker_process();
+    let mut survivor = app.spawn_worker_process();
+
+    let mut ids = Vec::new();
+    for _ in 0..200 {
+        ids.push(
+            submit(&app, "chelsea.jpg").await["job_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    // Kill one worker while jobs are being worked on.
+    let js = jetstream(&app).await;
+    let started = std::time::Instant::now();
+    loop {
+        let info = js
+            .get_stream(JOBS_STREAM)
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .messages;
+        if info <= 170 {
+            break;
+        }
+        assert!(started.elapsed() < FINAL, "workers made no progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    doomed.kill().unwrap();
+    doomed.wait().unwrap();
+
+    let mut succeeded = 0;
+    for id in &ids {
+        let job = app.wait_final(id, Duration::from_secs(120)).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+        assert_eq!(job["slow"]["label"], "Egyptian cat");
+        let statuses = history(&js, id).await;
+        assert_eq!(
+            statuses.iter().filter(|s| *s == "succeeded").count(),
+            1,
+            "result written once: {statuses:?}"
+        );
+        succeeded += 1;
+    }
+    assert_eq!(succeeded, 200);
+    survivor.kill().unwrap();
+    survivor.wait().unwrap();
+}
+
+#[tokio::test]
+async fn jobs_wait_and_retry_while_the_model_server_is_down() {
+    let mut app = spawn_app_with(AppOptions {
+        workers: 0,
+        own_model_server: true,
+        env: vec![("TANDEM_MAX_DELIVER".into(), "50".into())],
+    })
+    .await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(
+            submit(&app, "coffee.jpg").await["job_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let addr = app.model_server.as_ref().unwrap().addr();
+    app.model_server.take().unwrap().stop().await.unwrap();
+    app.add_worker();
+    // Jobs are retried with backoff while the model server is away.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, job) = app.job(&ids[0]).await;
+    assert_ne!(job["status"], "succeeded");
+    assert_ne!(job["status"], "failed", "{job}");
+    assert!(job["error"].as_str().unwrap().contains("retrying"), "{job}");
+
+    app.model_server = Some(crate::support::model_server::spawn_model_server_at(addr).await);
+    for id in &ids {
+        let job = app.wait_final(id, FINAL).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+        assert_eq!(job["slow"]["label"], "espresso");
+        assert!(job["attempts"].as_u64().unwrap() > 1, "{job}");
+        assert!(job.get("error").is_none(), "{job}");
+    }
+}
+
+#[tokio::test]
+async fn a_job_the_slow_model_rejects_fails_once_with_a_reason() {
+    let app = spawn_app().await;
+    let js = jetstream(&app).await;
+    // Straight onto the stream, bypassing the gateway's checks.
+    let id = JobId::new();
+    let job = SlowJob {
+        id,
+        image: ImageRef::Inline(bytes::Bytes::from_static(b"GIF89a but not really an image")),
+        submitted_at: time::OffsetDateTime::now_utc(),
+        msg_id: id.to_string(),
+        traceparent: None,
+    };
+    let (headers, payload) = job.to_message();
+    js.publish_with_headers(JOBS_SUBJECT, headers, payload)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let record = app.wait_final(&id.to_string(), FINAL).await;
+    assert_eq!(record["status"], "failed", "{record}");
+    assert!(
+        record["error"].as_str().unwrap().contains("image 0"),
+        "the reason names the problem: {record}"
+    );
+    assert_eq!(record["attempts"], 1, "not retried: {record}");
+    // The message is gone: nothing pending or waiting for an ack.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut consumer = js
+        .get_stream(JOBS_STREAM)
+        .await
+        .unwrap()
+        .get_consumer::<jetstream::consumer::pull::Config>(WORKER_CONSUMER)
+        .await
+        .unwrap();
+    let info = consumer.info().await.unwrap();
+    assert_eq!(info.num_pending, 0);
+    assert_eq!(info.num_ack_pending, 0);
+}
+
+#[tokio::test]
+async fn queued_jobs_survive_a_nats_restart_and_everyone_reconnects() {
+    let mut app = spawn_app_with(no_workers()).await;
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.push(
+            submit(&app, "chelsea.jpg").await["job_id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let watched = ids[0].clone();
+    let mut events =
+        SseStream::open(&app.http, &app.url(&format!("/job/{watched}/events")), None).await;
+    let first = events.next_event(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(first.event, "queued");
+
+    app.nats.restart();
+    app.add_worker();
+    for id in &ids {
+        let job = app.wait_final(id, FINAL).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+    }
+    // The SSE stream opened before the restart still delivers the result.
+    let rest = events.collect(FINAL).await;
+    assert_eq!(
+        rest.last().map(|e| e.event.as_str()),
+        Some("succeeded"),
+        "{rest:?}"
+    );
+    // And the gateway accepts new jobs after reconnecting.
+    app.wait_ready().await;
+    let reply = submit(&app, "coffee.jpg").await;
+    let job = app
+        .wait_final(reply["job_id"].as_str().unwrap(), FINAL)
+        .await;
+    assert_eq!(job["slow"]["label"], "espresso");
+}
+
+#[tokio::test]
+async fn an_idempotency_key_sent_twice_gives_one_job() {
+    let app = spawn_app().await;
+    let send = || {
+        app.http
+            .post(app.url("/predict"))
+            .header("content-type", "image/jpeg")
+            .header("idempotency-key", "order-42-photo-1")
+            .body(photo("chelsea.jpg"))
+            .send()
+    };
+    let first: Value = send().await.unwrap().json().await.unwrap();
+    let second: Value = send().await.unwrap().json().await.unwrap();
+    assert_eq!(first["job_id"], second["job_id"]);
+    assert_eq!(second["efficientnet_lite0"], "Egyptian cat");
+    let js = jetstream(&app).await;
+    app.wait_final(first["job_id"].as_str().unwrap(), FINAL)
+        .await;
+    let stream = js.get_stream(JOBS_STREAM).await.unwrap();
+    // One message was ever stored on the stream.
+    assert_eq!(stream.cached_info().state.last_sequence, 1);
+}
+
+#[tokio::test]
+async fn a_full_queue_gives_429_with_retry_after_and_still_the_fast_label() {
+    let app = spawn_app_with(AppOptions {
+        workers: 0,
+        env: vec![("TANDEM_QUEUE_MAX_JOBS".into(), "2".into())],
+        ..Default::default()
+    })
+    .await;
+    submit(&app, "chelsea.jpg").await;
+    submit(&app, "chelsea.jpg").await;
+    let response = app.predict_raw(photo("chelsea.jpg"), "image/jpeg").await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "queue_full");
+    assert_eq!(body["efficientnet_lite0"], "Egyptian cat");
+    assert!(body.get("job_id").is_none());
+}
+
+#[tokio::test]
+async fn unknown_and_malformed_job_ids_get_404() {
+    let app = spawn_app().await;
+    for id in [
+        JobId::new().to_string(),
+        "abc123".to_owned(),
+        "..%2F..%2Fetc%2Fpasswd".to_owned(),
+        "x".repeat(5000),
+    ] {
+        let (status, body) = app.job(&id).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{id}");
+        assert_eq!(body["error"]["code"], "job_not_found");
+        let events = app
+            .http
+            .get(app.url(&format!("/job/{id}/events")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(events.status(), StatusCode::NOT_FOUND);
+    }
+}
+
+#[tokio::test]
+async fn a_job_cancelled_in_time_is_skipped_and_one_cancelled_too_late_says_so() {
+    let mut app = spawn_app_with(no_workers()).await;
+    let early = submit(&app, "chelsea.jpg").await["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let response = app
+        .http
+        .delete(app.url(&format!("/job/{early}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["cancelled"], true);
+
+    app.add_worker();
+    let late = submit(&app, "coffee.jpg").await["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let done = app.wait_final(&late, FINAL).await;
+    assert_eq!(done["status"], "succeeded");
+    let response = app
+        .http
+        .delete(app.url(&format!("/job/{late}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_late");
+    assert_eq!(body["cancelled"], false);
+    assert_eq!(body["status"], "succeeded");
+
+    // The worker reached the cancelled job first (FIFO) and skipped it.
+    let (_, cancelled) = app.job(&early).await;
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(cancelled["attempts"], 0, "{cancelled}");
+    assert!(cancelled.get("slow").is_none());
+}
+
+#[tokio::test]
+async fn an_sse_stream_opened_after_completion_gets_the_result_and_a_resume_repeats_nothing() {
+    let mut app = spawn_app_with(AppOptions {
+        workers: 0,
+        env: vec![("TANDEM_SSE_KEEPALIVE_SECS".into(), "1".into())],
+        ..Default::default()
+    })
+    .await;
+    let id = submit(&app, "chelsea.jpg").await["job_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let url = app.url(&format!("/job/{id}/events"));
+
+    // While queued: the current state at once, then keep-alive comments.
+    let mut first = SseStream::open(&app.http, &url, None).await;
+    let queued = first.next_event(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(queued.event, "queued");
+    assert!(
+        first
+            .next_event(Duration::from_millis(2500))
+            .await
+            .is_none()
+    );
+    assert!(first.comments >= 1, "keep-alive comments are sent");
+    drop(first);
+
+    app.add_worker();
+    app.wait_final(&id, FINAL).await;
+
+    // Resuming after the queued event: only newer events, ending with the result.
+    let mut resumed = SseStream::open(&app.http, &url, queued.id.as_deref()).await;
+    let events = resumed.collect(Duration::from_secs(5)).await;
+    let queued_id: u64 = queued.id.unwrap().parse().unwrap();
+    assert!(!events.is_empty());
+    assert!(
+        events
+            .iter()
+            .all(|e| e.id.as_deref().unwrap().parse::<u64>().unwrap() > queued_id)
+    );
+    let last = events.last().unwrap();
+    assert_eq!(last.event, "succeeded");
+
+    // Opened after completion: the result at once, then the stream ends.
+    let mut late = SseStream::open(&app.http, &url, None).await;
+    let events = late.collect(Duration::from_secs(5)).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].json()["slow"]["label"], "Egyptian cat");
+
+    // Resuming with the last id seen: nothing repeated, and the stream ends.
+    let mut again = SseStream::open(&app.http, &url, last.id.as_deref()).await;
+    assert!(again.collect(Duration::from_secs(5)).await.is_empty());
+}
+
+#[tokio::test]
+async fn many_sse_streams_share_one_watcher_on_the_bucket() {
+    let app = spawn_app_with(no_workers()).await;
+    let mut streams = Vec::new();
+    for _ in 0..20 {
+        let id = submit(&app, "coffee.jpg").await["job_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mut stream =
+            SseStream::open(&app.http, &app.url(&format!("/job/{id}/events")), None).await;
+        assert_eq!(
+            stream
+                .next_event(Duration::from_secs(5))
+                .await
+                .unwrap()
+                .event,
+            "queued"
+        );
+        streams.push(stream);
+    }
+    let js = jetstream(&app).await;
+    let mut bucket_stream = js.get_stream(format!("KV_{JOBS_BUCKET}")).await.unwrap();
+    let consumers = bucket_stream.info().await.unwrap().state.consumer_count;
+    assert_eq!(consumers, 1, "one watcher for 20 open streams");
+}
+
+#[tokio::test]
+async fn an_image_bigger_than_a_nats_message_goes_through_the_object_store() {
+    let app = spawn_app().await;
+    // A 1200x1000 noisy PNG (~3.6 MB): over NATS's 1 MB max payload.
+    let mut seed = 0x2545_f491_u32;
+    let pixels = image::RgbImage::from_fn(1200, 1000, |_, _| {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        let [r, g, b, _] = seed.to_le_bytes();
+        image::Rgb([r, g, b])
+    });
+    let mut png = Vec::new();
+    pixels
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    assert!(png.len() > 2 * 1024 * 1024);
+    let response = app.predict_raw(png, "image/png").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let reply: Value = response.json().await.unwrap();
+    let id = reply["job_id"].as_str().unwrap();
+    let job = app.wait_final(id, FINAL).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert!(job["slow"]["label"].is_string());
+    // The image is removed from the object store once the job is done.
+    let js = jetstream(&app).await;
+    let images = js.get_object_store("tandem_images").await.unwrap();
+    assert!(images.get(id).await.is_err());
+}
