@@ -86,6 +86,23 @@ impl Drop for Stoppable {
     }
 }
 
+/// A slow-worker process; SIGKILLed on drop so a failing test leaves nothing behind.
+pub struct WorkerProcess(pub Child);
+
+impl WorkerProcess {
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// What to start.
 pub struct AppOptions {
     /// In-process slow-workers.
@@ -184,7 +201,7 @@ impl TestApp {
     }
 
     /// Starts a slow-worker as its own process (the real binary), for tests that SIGKILL it.
-    pub fn spawn_worker_process(&self) -> Child {
+    pub fn spawn_worker_process(&self) -> WorkerProcess {
         let exe = std::env::current_exe().unwrap();
         // target/<profile>/deps/it-<hash> -> target/<profile>/tandem-slow-worker
         let binary = exe
@@ -203,6 +220,7 @@ impl TestApp {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
+            .map(WorkerProcess)
             .expect("worker process")
     }
 
