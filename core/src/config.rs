@@ -11,6 +11,7 @@ use std::{fmt::Display, str::FromStr, time::Duration};
 pub struct Env {
     overrides: Vec<(String, String)>,
     errors: Vec<String>,
+    read: std::cell::RefCell<Vec<String>>,
 }
 
 /// Every problem found in a configuration, one per line.
@@ -34,10 +35,12 @@ impl Env {
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
             errors: Vec::new(),
+            read: Default::default(),
         }
     }
 
     fn raw(&self, key: &str) -> Option<String> {
+        self.read.borrow_mut().push(key.to_owned());
         self.overrides
             .iter()
             .rev()
@@ -90,6 +93,12 @@ impl Env {
     /// Records a problem found while checking values together (for example, min > max).
     pub fn error(&mut self, message: impl Into<String>) {
         self.errors.push(message.into());
+    }
+
+    /// Every variable name looked up so far (so deployment files can be checked against what
+    /// the binaries really read).
+    pub fn keys_read(&self) -> Vec<String> {
+        self.read.borrow().clone()
     }
 
     /// The collected errors, if any.

@@ -39,11 +39,24 @@ pub struct GatewayConfig {
 impl GatewayConfig {
     /// Reads the process environment; every bad value is reported.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from(Env::new())
+        Self::from_source(Env::new())
     }
 
     /// Reads `env` (tests pass overrides).
-    pub fn from(mut env: Env) -> Result<Self, ConfigError> {
+    pub fn from_source(mut env: Env) -> Result<Self, ConfigError> {
+        let config = Self::read(&mut env);
+        env.finish()?;
+        Ok(config)
+    }
+
+    /// Every environment variable the binary reads (deployment files are checked against it).
+    pub fn variables() -> Vec<String> {
+        let mut env = Env::new();
+        let _ = Self::read(&mut env);
+        env.keys_read()
+    }
+
+    fn read(env: &mut Env) -> Self {
         let config = Self {
             addr: env.parse(
                 "TANDEM_GATEWAY_ADDR",
@@ -59,7 +72,7 @@ impl GatewayConfig {
             max_image_pixels: env.parse("TANDEM_MAX_IMAGE_PIXELS", 40_000_000),
             sse_keepalive: env.seconds("TANDEM_SSE_KEEPALIVE_SECS", Duration::from_secs(15)),
             shutdown_grace: env.seconds("TANDEM_SHUTDOWN_GRACE_SECS", Duration::from_secs(10)),
-            nats: NatsSettings::from_env(&mut env),
+            nats: NatsSettings::from_env(env),
         };
         if !(1..=100).contains(&config.top_k) {
             env.error("TANDEM_TOP_K must be between 1 and 100");
@@ -70,7 +83,6 @@ impl GatewayConfig {
         if config.sse_keepalive.is_zero() {
             env.error("TANDEM_SSE_KEEPALIVE_SECS must be at least 1");
         }
-        env.finish()?;
-        Ok(config)
+        config
     }
 }

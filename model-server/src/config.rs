@@ -32,6 +32,19 @@ impl ModelServerConfig {
 
     /// Reads `env` (use [`Env::with_overrides`] in tests).
     pub fn from_source(mut env: Env) -> Result<Self, ConfigError> {
+        let config = Self::read(&mut env);
+        env.finish()?;
+        Ok(config)
+    }
+
+    /// Every environment variable the binary reads (deployment files are checked against it).
+    pub fn variables() -> Vec<String> {
+        let mut env = Env::new();
+        let _ = Self::read(&mut env);
+        env.keys_read()
+    }
+
+    fn read(env: &mut Env) -> Self {
         let model_repository = PathBuf::from(env.string("TANDEM_MODEL_REPOSITORY", "models"));
         let default_addr = SocketAddr::from(([127, 0, 0, 1], 8001));
         let addr = env.parse("TANDEM_MODEL_SERVER_ADDR", default_addr);
@@ -40,13 +53,12 @@ impl ModelServerConfig {
         if max_image_pixels == 0 {
             env.error("TANDEM_MAX_IMAGE_PIXELS=0 is not valid: it must be at least 1");
         }
-        env.finish()?;
-        Ok(Self {
+        Self {
             model_repository,
             addr,
             ort_dylib_path,
             max_image_pixels,
-        })
+        }
     }
 }
 

@@ -32,11 +32,24 @@ pub struct WorkerConfig {
 impl WorkerConfig {
     /// Reads the process environment; every bad value is reported.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from(Env::new())
+        Self::from_source(Env::new())
     }
 
     /// Reads `env` (tests pass overrides).
-    pub fn from(mut env: Env) -> Result<Self, ConfigError> {
+    pub fn from_source(mut env: Env) -> Result<Self, ConfigError> {
+        let config = Self::read(&mut env);
+        env.finish()?;
+        Ok(config)
+    }
+
+    /// Every environment variable the binary reads (deployment files are checked against it).
+    pub fn variables() -> Vec<String> {
+        let mut env = Env::new();
+        let _ = Self::read(&mut env);
+        env.keys_read()
+    }
+
+    fn read(env: &mut Env) -> Self {
         let config = Self {
             model_server_url: env.string("TANDEM_MODEL_SERVER_URL", "http://127.0.0.1:8001"),
             slow_model: env.string("TANDEM_SLOW_MODEL", "efficientnet_lite2"),
@@ -46,7 +59,7 @@ impl WorkerConfig {
             retry_base: env.millis("TANDEM_RETRY_BASE_MS", Duration::from_secs(1)),
             retry_max: env.millis("TANDEM_RETRY_MAX_MS", Duration::from_secs(30)),
             shutdown_grace: env.seconds("TANDEM_SHUTDOWN_GRACE_SECS", Duration::from_secs(10)),
-            nats: NatsSettings::from_env(&mut env),
+            nats: NatsSettings::from_env(env),
         };
         if !(1..=256).contains(&config.concurrency) {
             env.error("TANDEM_WORKER_CONCURRENCY must be between 1 and 256");
@@ -57,8 +70,7 @@ impl WorkerConfig {
         if config.retry_base > config.retry_max {
             env.error("TANDEM_RETRY_BASE_MS must not exceed TANDEM_RETRY_MAX_MS");
         }
-        env.finish()?;
-        Ok(config)
+        config
     }
 
     /// Delay before the next delivery after `delivered` failed ones: exponential, capped.
@@ -76,7 +88,7 @@ mod tests {
 
     #[test]
     fn retry_delay_doubles_and_caps() {
-        let config = WorkerConfig::from(Env::with_overrides([
+        let config = WorkerConfig::from_source(Env::with_overrides([
             ("TANDEM_RETRY_BASE_MS", "100"),
             ("TANDEM_RETRY_MAX_MS", "500"),
         ]))
@@ -87,7 +99,7 @@ mod tests {
 
     #[test]
     fn bad_values_are_all_reported() {
-        let err = WorkerConfig::from(Env::with_overrides([
+        let err = WorkerConfig::from_source(Env::with_overrides([
             ("TANDEM_WORKER_CONCURRENCY", "0"),
             ("TANDEM_MAX_DELIVER", "zero"),
         ]))
