@@ -520,3 +520,33 @@ async fn an_image_bigger_than_a_nats_message_goes_through_the_object_store() {
     let images = js.get_object_store("tandem_images").await.unwrap();
     assert!(images.get(id).await.is_err());
 }
+
+#[tokio::test]
+async fn without_nats_predict_says_503_with_the_fast_label_and_readiness_drops() {
+    let mut app = spawn_app_with(AppOptions {
+        workers: 0,
+        env: vec![("TANDEM_PUBLISH_TIMEOUT_MS".into(), "1000".into())],
+        ..Default::default()
+    })
+    .await;
+    app.nats.stop();
+
+    let response = app.predict_raw(photo("chelsea.jpg"), "image/jpeg").await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "queue_unavailable", "{body}");
+    // No job was accepted, but the fast answer is still given.
+    assert!(body.get("job_id").is_none());
+    assert_eq!(body["efficientnet_lite0"], "Egyptian cat");
+
+    let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let checks: Value = ready.json().await.unwrap();
+    assert_eq!(checks["checks"]["nats_connected"], false, "{checks}");
+
+    app.nats.restart();
+    app.wait_ready().await;
+    let response = app.predict_raw(photo("chelsea.jpg"), "image/jpeg").await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
