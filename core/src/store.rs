@@ -134,6 +134,19 @@ impl JobStore {
         }
     }
 
+    /// Ends a job `failed` with `reason`, unless it is already final.
+    pub async fn fail(&self, id: JobId, reason: &str) -> Result<Option<Versioned>, StoreError> {
+        self.update(id, |record| {
+            if record.status.is_terminal() {
+                return false;
+            }
+            record.error = Some(reason.to_owned());
+            record.transition(crate::job::JobStatus::Failed);
+            true
+        })
+        .await
+    }
+
     /// Removes a record (a job whose submission failed half-way).
     pub async fn delete(&self, id: JobId) -> Result<(), StoreError> {
         self.kv.delete(id.to_string()).await.map_err(unavailable)

@@ -231,18 +231,7 @@ async fn finish(
 
 /// Records a final failure (unless the job is already final).
 pub async fn fail(ctx: &JobContext, id: JobId, reason: &str) {
-    let result = ctx
-        .store
-        .update(id, |r| {
-            if r.status.is_terminal() {
-                return false;
-            }
-            r.error = Some(reason.to_owned());
-            r.transition(JobStatus::Failed);
-            true
-        })
-        .await;
-    if let Err(e) = result {
+    if let Err(e) = ctx.store.fail(id, reason).await {
         tracing::warn!(error = %e, job_id = %id, "could not record failure");
     }
 }

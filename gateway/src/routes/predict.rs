@@ -182,17 +182,7 @@ async fn withdraw(state: &AppState, id: JobId, cause: &ClassifyError) {
         return;
     };
     let reason = format!("withdrawn at submission: {cause}");
-    let result = parts
-        .store
-        .update(id, |record| {
-            if record.status.is_terminal() {
-                return false;
-            }
-            record.error = Some(reason.clone());
-            record.transition(tandem_core::job::JobStatus::Failed);
-            true
-        })
-        .await;
+    let result = parts.store.fail(id, &reason).await;
     if let Err(e) = result {
         tracing::warn!(error = %e, job_id = %id, "could not withdraw job");
     }
