@@ -111,6 +111,42 @@ impl Env {
     }
 }
 
+/// A binary's configuration, read from an [`Env`] once at start.
+///
+/// Implementors write [`FromEnv::read`]; the rest is shared: parsing with every error reported,
+/// the list of variables a deployment file may set, and the exit a binary makes on bad values.
+pub trait FromEnv: Sized {
+    /// Reads every setting, recording bad values in `env`.
+    fn read(env: &mut Env) -> Self;
+
+    /// Reads `env` (tests pass [`Env::with_overrides`]); every bad value is reported.
+    fn from_source(mut env: Env) -> Result<Self, ConfigError> {
+        let config = Self::read(&mut env);
+        env.finish()?;
+        Ok(config)
+    }
+
+    /// Reads the process environment.
+    fn from_env() -> Result<Self, ConfigError> {
+        Self::from_source(Env::new())
+    }
+
+    /// Every environment variable the binary reads (deployment files are checked against it).
+    fn variables() -> Vec<String> {
+        let mut env = Env::new();
+        let _ = Self::read(&mut env);
+        env.keys_read()
+    }
+
+    /// For `main`: the configuration, or every problem on stderr and exit status 2.
+    fn from_env_or_exit(binary: &str) -> Self {
+        Self::from_env().unwrap_or_else(|e| {
+            eprintln!("{binary}: {e}");
+            std::process::exit(2)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use tandem_core::{
-    config::{ConfigError, Env},
+    config::{Env, FromEnv},
     nats::NatsSettings,
 };
 
@@ -36,26 +36,7 @@ pub struct GatewayConfig {
     pub nats: NatsSettings,
 }
 
-impl GatewayConfig {
-    /// Reads the process environment; every bad value is reported.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_source(Env::new())
-    }
-
-    /// Reads `env` (tests pass overrides).
-    pub fn from_source(mut env: Env) -> Result<Self, ConfigError> {
-        let config = Self::read(&mut env);
-        env.finish()?;
-        Ok(config)
-    }
-
-    /// Every environment variable the binary reads (deployment files are checked against it).
-    pub fn variables() -> Vec<String> {
-        let mut env = Env::new();
-        let _ = Self::read(&mut env);
-        env.keys_read()
-    }
-
+impl FromEnv for GatewayConfig {
     fn read(env: &mut Env) -> Self {
         let config = Self {
             addr: env.parse(

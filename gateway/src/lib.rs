@@ -6,7 +6,8 @@
 //! - `image_input`: request formats to checked image bytes (header-only size check);
 //! - `queue`: JetStream: storing jobs, reaching job records;
 //! - `hub`: one KV watcher fanned out to SSE streams;
-//! - `routes`: the handlers (`predict`, `jobs`, `health`);
+//! - `routes`: the handlers (`page`, `predict`, `jobs`, `health`);
+//! - `openapi`: the OpenAPI document generated from the handlers' annotations;
 //! - `state`: `AppState`.
 //!
 //! [`run`] serves on a bound listener until the shutdown future resolves, then drains.
@@ -15,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod hub;
 pub mod image_input;
+pub mod openapi;
 pub mod queue;
 pub mod routes;
 pub mod state;
@@ -34,6 +36,9 @@ pub use state::AppState;
 /// The routes (the HTTP contract: see the README's API section).
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(routes::page::index))
+        .route("/assets/{file}", get(routes::page::asset))
+        .route("/samples/{file}", get(routes::page::asset))
         .route("/predict", post(routes::predict::predict))
         .route(
             "/job/{id}",
@@ -42,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .route("/job/{id}/events", get(routes::jobs::job_events))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
+        .route("/openapi.json", get(openapi::serve))
         .fallback(|| async { error::ApiError::NotFound })
         .with_state(state)
 }

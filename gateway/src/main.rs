@@ -1,17 +1,12 @@
 //! `tandem-gateway`: reads its configuration, sets up telemetry, serves until SIGINT/SIGTERM.
 
+use tandem_core::config::FromEnv as _;
 use tandem_gateway::GatewayConfig;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tandem_core::telemetry::init("tandem-gateway");
-    let config = match GatewayConfig::from_env() {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("tandem-gateway: {e}");
-            std::process::exit(2);
-        }
-    };
+    let config = GatewayConfig::from_env_or_exit("tandem-gateway");
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
     tandem_gateway::run(listener, config, tandem_core::shutdown::signal()).await
 }

@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use tandem_core::config::{ConfigError, Env};
+use tandem_core::config::{Env, FromEnv};
 
 /// Default listen address: loopback only; set `TANDEM_MODEL_SERVER_ADDR=0.0.0.0:8001` to expose it.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8001";
@@ -24,26 +24,7 @@ pub struct ModelServerConfig {
     pub max_image_pixels: u64,
 }
 
-impl ModelServerConfig {
-    /// Reads the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_source(Env::new())
-    }
-
-    /// Reads `env` (use [`Env::with_overrides`] in tests).
-    pub fn from_source(mut env: Env) -> Result<Self, ConfigError> {
-        let config = Self::read(&mut env);
-        env.finish()?;
-        Ok(config)
-    }
-
-    /// Every environment variable the binary reads (deployment files are checked against it).
-    pub fn variables() -> Vec<String> {
-        let mut env = Env::new();
-        let _ = Self::read(&mut env);
-        env.keys_read()
-    }
-
+impl FromEnv for ModelServerConfig {
     fn read(env: &mut Env) -> Self {
         let model_repository = PathBuf::from(env.string("TANDEM_MODEL_REPOSITORY", "models"));
         let default_addr = SocketAddr::from(([127, 0, 0, 1], 8001));
@@ -64,6 +45,8 @@ impl ModelServerConfig {
 
 #[cfg(test)]
 mod tests {
+    use tandem_core::config::ConfigError;
+
     use super::*;
 
     fn config(pairs: &[(&str, &str)]) -> Result<ModelServerConfig, ConfigError> {

@@ -2,17 +2,12 @@
 
 use std::process::ExitCode;
 
+use tandem_core::config::FromEnv as _;
 use tandem_model_server::ModelServerConfig;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = match ModelServerConfig::from_env() {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("tandem-model-server: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let config = ModelServerConfig::from_env_or_exit("tandem-model-server");
     tandem_core::telemetry::init("tandem-model-server");
     let listener = match tokio::net::TcpListener::bind(config.addr).await {
         Ok(listener) => listener,

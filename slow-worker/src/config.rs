@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use tandem_core::{
-    config::{ConfigError, Env},
+    config::{Env, FromEnv},
     nats::NatsSettings,
 };
 
@@ -29,26 +29,7 @@ pub struct WorkerConfig {
     pub nats: NatsSettings,
 }
 
-impl WorkerConfig {
-    /// Reads the process environment; every bad value is reported.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_source(Env::new())
-    }
-
-    /// Reads `env` (tests pass overrides).
-    pub fn from_source(mut env: Env) -> Result<Self, ConfigError> {
-        let config = Self::read(&mut env);
-        env.finish()?;
-        Ok(config)
-    }
-
-    /// Every environment variable the binary reads (deployment files are checked against it).
-    pub fn variables() -> Vec<String> {
-        let mut env = Env::new();
-        let _ = Self::read(&mut env);
-        env.keys_read()
-    }
-
+impl FromEnv for WorkerConfig {
     fn read(env: &mut Env) -> Self {
         let config = Self {
             model_server_url: env.string("TANDEM_MODEL_SERVER_URL", "http://127.0.0.1:8001"),
@@ -72,7 +53,9 @@ impl WorkerConfig {
         }
         config
     }
+}
 
+impl WorkerConfig {
     /// Delay before the next delivery after `delivered` failed ones: exponential, capped.
     pub fn retry_delay(&self, delivered: i64) -> Duration {
         let exponent = u32::try_from(delivered.saturating_sub(1).clamp(0, 16)).unwrap_or(16);

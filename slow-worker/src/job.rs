@@ -212,6 +212,13 @@ async fn finish(
         })
         .await;
     match written {
+        Ok(Some(stored)) if stored.record.status != JobStatus::Succeeded => {
+            // Cancelled (or ended) while the model ran: keep that outcome.
+            ack(msg, AckKind::Ack).await;
+            forget_image(ctx, job).await;
+            tracing::info!(status = stored.record.status.as_str(), "result discarded");
+            Outcome::Skipped
+        }
         Ok(_) => {
             // Double ack: the server confirms, so a lost ack cannot look like success.
             if let Err(e) = msg.double_ack().await {

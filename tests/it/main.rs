@@ -12,6 +12,11 @@
 
 mod support;
 
+mod cli;
+mod compose;
+mod deployment;
 mod fast_path;
 mod model_server;
+mod openapi;
 mod slow_path;
+mod web_page;

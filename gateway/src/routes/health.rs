@@ -6,11 +6,18 @@ use serde_json::{Value, json};
 use crate::state::AppState;
 
 /// Alive: the process answers HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "meta",
+    responses((status = 200, description = "Alive")))]
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// Ready: NATS connected, stream and buckets set up, the fast model loaded.
+#[utoipa::path(get, path = "/readyz", tag = "meta",
+    responses(
+        (status = 200, description = "Ready", body = crate::openapi::ReadyReply),
+        (status = 503, description = "Not ready; the checks say why", body = crate::openapi::ReadyReply),
+    ))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let nats = state.queue.connected();
     let jetstream = state.queue.parts().is_some();

@@ -48,6 +48,13 @@ pub fn job_view(record: &JobRecord) -> Value {
 }
 
 /// The job's record.
+#[utoipa::path(get, path = "/job/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "The record, plus `\"<id>\": {\"prediction\": \"<slow label>\"}` for the original clients", body = tandem_core::job::JobRecord),
+        (status = 404, description = "Unknown, expired or malformed id", body = crate::openapi::ErrorReply),
+        (status = 503, description = "NATS unavailable", body = crate::openapi::ErrorReply),
+    ))]
 #[tracing::instrument(skip(state))]
 pub async fn get_job(
     State(state): State<AppState>,
@@ -63,6 +70,14 @@ pub async fn get_job(
 }
 
 /// Cancels a job that has not finished; says "too late" (409) for one that has.
+#[utoipa::path(delete, path = "/job/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "Cancelled", body = crate::openapi::CancelReply),
+        (status = 404, description = "Unknown, expired or malformed id", body = crate::openapi::ErrorReply),
+        (status = 409, description = "Too late: the job had already ended", body = crate::openapi::ErrorReply),
+        (status = 503, description = "NATS unavailable", body = crate::openapi::ErrorReply),
+    ))]
 #[tracing::instrument(skip(state))]
 pub async fn cancel_job(
     State(state): State<AppState>,
@@ -102,6 +117,16 @@ pub async fn cancel_job(
 /// The job's changes as Server-Sent Events: the current state at once, then each change, until
 /// a final state. Event ids are KV revisions: a client reconnecting with `Last-Event-ID` gets
 /// only what is newer.
+#[utoipa::path(get, path = "/job/{id}/events", tag = "jobs",
+    params(
+        ("id" = String, Path, description = "The job id"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event id"),
+    ),
+    responses(
+        (status = 200, description = "Server-Sent Events: `event` is the status, `id` the revision, `data` the record as in GET /job/{id}; ends after a final state", content_type = "text/event-stream", body = tandem_core::job::JobRecord),
+        (status = 404, description = "Unknown, expired or malformed id", body = crate::openapi::ErrorReply),
+        (status = 503, description = "NATS unavailable", body = crate::openapi::ErrorReply),
+    ))]
 #[tracing::instrument(skip(state, headers))]
 pub async fn job_events(
     State(state): State<AppState>,

@@ -26,6 +26,24 @@ const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
 
 /// Classifies the image with the fast model and queues it for the slow one, concurrently; the
 /// reply leaves only once JetStream has stored the job.
+#[utoipa::path(post, path = "/predict", tag = "predict",
+    request_body(description = "One image, in any of three forms", content(
+        (crate::openapi::PredictJson = "application/json"),
+        (crate::openapi::PredictUpload = "multipart/form-data"),
+        (Vec<u8> = "image/*"),
+    )),
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "A retried request with the same key returns the same job")),
+    responses(
+        (status = 200, description = "The fast label, and the stored job", body = crate::openapi::PredictReply),
+        (status = 400, description = "Malformed request", body = crate::openapi::ErrorReply),
+        (status = 413, description = "Body or image too large", body = crate::openapi::ErrorReply),
+        (status = 415, description = "Unsupported content type", body = crate::openapi::ErrorReply),
+        (status = 422, description = "Not an image, or one the model cannot read", body = crate::openapi::ErrorReply),
+        (status = 429, description = "Queue full; the fast answer is included", body = crate::openapi::ErrorReply),
+        (status = 503, description = "Queue or fast model unavailable", body = crate::openapi::ErrorReply),
+        (status = 504, description = "The fast model did not answer in time", body = crate::openapi::ErrorReply),
+    ))]
 #[tracing::instrument(skip_all, fields(job_id))]
 pub async fn predict(
     State(state): State<AppState>,
@@ -99,10 +117,15 @@ pub async fn predict(
             record.fast = Some(fast.clone());
             true
         })
-        .await?;
+        .await;
+    // The job is stored: a failure to add the fast answer to its record must not make the
+    // client retry (and submit it twice), so it is logged, not returned.
     let record = match stored {
-        Some(stored) => stored.record,
-        None => {
+        Ok(Some(stored)) => stored.record,
+        outcome => {
+            if let Err(e) = outcome {
+                tracing::warn!(error = %e, "fast result not added to the job record");
+            }
             let mut record = JobRecord::queued(id, submitted_at);
             record.fast = Some(fast.clone());
             record

@@ -3,6 +3,7 @@
 //! model repository stops the server with an error naming the file and the field.
 
 use std::time::Duration;
+use tandem_core::config::FromEnv as _;
 use tandem_proto::{InferTensorContents, ModelInferRequest, ModelMetadataRequest};
 
 use tandem_model_server::ModelServerConfig;

@@ -10,6 +10,7 @@ use std::{
     sync::OnceLock,
     time::{Duration, Instant},
 };
+use tandem_core::config::FromEnv as _;
 
 use serde_json::Value;
 use tandem_core::config::Env;
@@ -167,7 +168,8 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let config = tandem_gateway::GatewayConfig::from_source(Env::with_overrides(env.clone())).unwrap();
+    let config =
+        tandem_gateway::GatewayConfig::from_source(Env::with_overrides(env.clone())).unwrap();
     let gateway = Stoppable::spawn(move |shutdown| tandem_gateway::run(listener, config, shutdown));
 
     let mut app = TestApp {
@@ -197,7 +199,8 @@ impl TestApp {
     }
 
     fn worker_config(&self) -> tandem_slow_worker::WorkerConfig {
-        tandem_slow_worker::WorkerConfig::from_source(Env::with_overrides(self.env.clone())).unwrap()
+        tandem_slow_worker::WorkerConfig::from_source(Env::with_overrides(self.env.clone()))
+            .unwrap()
     }
 
     /// Starts a slow-worker as its own process (the real binary), for tests that SIGKILL it.

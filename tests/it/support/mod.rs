@@ -5,6 +5,7 @@
 pub mod app;
 pub mod model_server;
 pub mod nats;
+pub mod remote;
 pub mod sse;
 
 use std::path::PathBuf;

@@ -7,6 +7,7 @@ use std::{
     net::SocketAddr,
     time::{Duration, Instant},
 };
+use tandem_core::config::FromEnv as _;
 
 use tandem_model_server::ModelServerConfig;
 use tandem_proto::{GrpcInferenceServiceClient, ServerReadyRequest};

@@ -1,0 +1,122 @@
+//! `GET /openapi.json`: the OpenAPI 3.1 description of the HTTP API, generated from the handlers'
+//! annotations and the types they return (so it cannot drift from the code unnoticed: a test
+//! checks that every route of `router()` is described).
+
+use axum::Json;
+use serde::Serialize;
+use tandem_core::job::{ClassScore, JobId, JobRecord, JobStatus, Prediction};
+use utoipa::{OpenApi, ToSchema};
+
+use crate::routes;
+
+/// `POST /predict` with JSON: the original clients' request.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // documentation only: the handler reads the body itself
+pub struct PredictJson {
+    /// The image, base64 (standard or URL-safe, padding optional; a `data:` URL prefix is
+    /// accepted).
+    pub image_data: String,
+}
+
+/// `POST /predict` as a form upload.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct PredictUpload {
+    /// The image file.
+    #[schema(format = Binary, content_media_type = "application/octet-stream")]
+    pub image: String,
+}
+
+/// The reply to `POST /predict`. Beside these fields it has one more, named after the fast model
+/// (e.g. `"efficientnet_lite0": "Egyptian cat"`), holding its label, as the original service did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PredictReply {
+    pub job_id: JobId,
+    pub fast: Prediction,
+    pub status: JobStatus,
+    /// `/job/<id>`.
+    pub job_url: String,
+    /// `/job/<id>/events`.
+    pub events_url: String,
+}
+
+/// The reply to `DELETE /job/<id>` when the job was cancelled.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CancelReply {
+    pub job_id: JobId,
+    pub cancelled: bool,
+    pub status: JobStatus,
+}
+
+/// Every error: `{"error": {"code", "message"}}`; 429/503 from `POST /predict` also carry the
+/// fast model's answer (`fast` and the model-name key), 409 carries `cancelled` and `status`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorReply {
+    pub error: ErrorBody,
+}
+
+/// The error itself.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable, for programs (see the README's error table).
+    pub code: String,
+    /// For people.
+    pub message: String,
+}
+
+/// Readiness and its checks.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadyReply {
+    pub ready: bool,
+    pub checks: ReadyChecks,
+}
+
+/// One flag per dependency.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadyChecks {
+    pub nats_connected: bool,
+    pub jetstream_ready: bool,
+    pub fast_model_ready: bool,
+}
+
+/// The generated document.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Tandem",
+        description = "Two-speed image classification: a fast label now, a better one a moment later."
+    ),
+    paths(
+        routes::page::index,
+        routes::predict::predict,
+        routes::jobs::get_job,
+        routes::jobs::cancel_job,
+        routes::jobs::job_events,
+        routes::health::healthz,
+        routes::health::readyz,
+        serve,
+    ),
+    components(schemas(
+        PredictJson,
+        PredictUpload,
+        PredictReply,
+        CancelReply,
+        ErrorReply,
+        ErrorBody,
+        ReadyReply,
+        ReadyChecks,
+        JobRecord,
+        JobStatus,
+        Prediction,
+        ClassScore,
+    ))
+)]
+#[derive(Debug)]
+pub struct ApiDoc;
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "meta",
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json")))]
+pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,91 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Where the gateway is when neither `--url` nor `TANDEM_URL` says.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8000";
+
+/// Tandem: a fast image label now, a better one a moment later.
+///
+/// Talks to a Tandem gateway over its HTTP API. Exit codes: 0 when all went well, 1 when a job
+/// failed or was cancelled or the gateway refused a request, 2 for bad usage, unreadable files
+/// and an unreachable gateway.
+#[derive(Debug, Parser)]
+#[command(name = "tandem", version)]
+pub struct Cli {
+    /// The gateway's base URL (http only).
+    #[arg(
+        long,
+        global = true,
+        env = "TANDEM_URL",
+        default_value = DEFAULT_URL,
+        value_name = "URL"
+    )]
+    pub url: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Classify images: one line per image with its fast label at once; with --wait, the slow
+    /// label of each as it arrives.
+    Predict(PredictArgs),
+    /// Print a job: a summary, or its JSON record with --json.
+    Job(JobArgs),
+    /// Follow a job's changes until it is final (reconnecting if the connection drops).
+    Watch(WatchArgs),
+}
+
+/// `tandem predict`.
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// Image files (JPEG, PNG, WebP, GIF, BMP, TIFF).
+    #[arg(required = true, value_name = "IMAGE")]
+    pub images: Vec<PathBuf>,
+
+    /// Also wait for each image's slow label, printed as each arrives.
+    #[arg(long, short)]
+    pub wait: bool,
+
+    /// One JSON object per line and event (fast, each job state, error), for scripts.
+    #[arg(long)]
+    pub json: bool,
+
+    /// How many images to upload at once.
+    #[arg(
+        long,
+        default_value_t = 4,
+        value_name = "N",
+        value_parser = clap::value_parser!(u16).range(1..=64)
+    )]
+    pub concurrency: u16,
+}
+
+/// `tandem job`.
+#[derive(Debug, Args)]
+pub struct JobArgs {
+    /// The job id (`job_id` in the `predict` reply).
+    #[arg(value_name = "ID")]
+    pub id: String,
+
+    /// Print the job's record as the gateway sent it (pretty JSON).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `tandem watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The job id (`job_id` in the `predict` reply).
+    #[arg(value_name = "ID")]
+    pub id: String,
+
+    /// One JSON object per line and event: {"event", "job_id", "revision", "record"}.
+    #[arg(long)]
+    pub json: bool,
+}

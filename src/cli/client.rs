@@ -1,0 +1,274 @@
+//! `Api`: the gateway's public HTTP API, and nothing else.
+
+use std::time::Duration;
+
+use reqwest::{StatusCode, Url, header};
+use serde_json::Value;
+
+use super::error::CliError;
+
+/// Longest wait for a TCP connection to the gateway.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for a `POST /predict` or `GET /job/<id>` reply (the fast model answers in
+/// milliseconds once loaded; the first call may load it).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A client of one gateway.
+#[derive(Debug, Clone)]
+pub struct Api {
+    http: reqwest::Client,
+    /// The base URL without a trailing slash, e.g. `http://127.0.0.1:8000`.
+    base: String,
+}
+
+impl Api {
+    /// A client of the gateway at `base` (`http://host:port`, optionally with a path prefix).
+    pub fn new(base: &str) -> Result<Self, CliError> {
+        let base = base.trim();
+        let base = if base.is_empty() {
+            super::args::DEFAULT_URL
+        } else {
+            base
+        };
+        // `localhost:8000` means `http://localhost:8000`.
+        let with_scheme;
+        let base = if base.contains("://") {
+            base
+        } else {
+            with_scheme = format!("http://{base}");
+            &with_scheme
+        };
+        let parsed = Url::parse(base).map_err(|e| {
+            CliError::Usage(format!(
+                "--url {base:?} is not a URL ({e}); expected e.g. {}",
+                super::args::DEFAULT_URL
+            ))
+        })?;
+        match parsed.scheme() {
+            "http" => {}
+            "https" => {
+                return Err(CliError::Usage(format!(
+                    "--url {base:?}: https is not supported by this build of tandem; use http://"
+                )));
+            }
+            other => {
+                return Err(CliError::Usage(format!(
+                    "--url {base:?}: unsupported scheme {other:?}; use http://"
+                )));
+            }
+        }
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err(CliError::Usage(format!("--url {base:?} has no host")));
+        }
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(CliError::Usage(format!(
+                "--url {base:?}: give the gateway's base URL, without ? or #"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("tandem-cli/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| CliError::Usage(format!("cannot set up the HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            base: parsed.as_str().trim_end_matches('/').to_owned(),
+        })
+    }
+
+    /// The gateway's base URL, as errors show it.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn job_path(id: &str) -> String {
+        format!("/job/{}", encode_segment(id))
+    }
+
+    /// `POST /predict` with the raw image; the reply on success.
+    pub async fn predict(
+        &self,
+        image: Vec<u8>,
+        content_type: &str,
+        idempotency_key: &str,
+    ) -> Result<Value, CliError> {
+        let response = self
+            .http
+            .post(self.url("/predict"))
+            .timeout(REQUEST_TIMEOUT)
+            .header(header::CONTENT_TYPE, content_type)
+            .header("idempotency-key", idempotency_key)
+            .body(image)
+            .send()
+            .await
+            .map_err(|e| CliError::transport(&self.base, &e))?;
+        self.json(response).await
+    }
+
+    /// `GET /job/<id>`: the job's record.
+    pub async fn job(&self, id: &str) -> Result<Value, CliError> {
+        let response = self
+            .http
+            .get(self.url(&Self::job_path(id)))
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| CliError::transport(&self.base, &e))?;
+        self.json(response).await
+    }
+
+    /// `GET /job/<id>/events`, resuming after `last_event_id`: the open stream, once the
+    /// gateway has said 200.
+    pub async fn events(
+        &self,
+        id: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<reqwest::Response, CliError> {
+        let mut request = self
+            .http
+            .get(self.url(&format!("{}/events", Self::job_path(id))))
+            .header(header::ACCEPT, "text/event-stream");
+        if let Some(last) = last_event_id {
+            request = request.header("last-event-id", last);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| CliError::transport(&self.base, &e))?;
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            Err(self.error(response).await)
+        }
+    }
+
+    /// A success reply's JSON body, or the error the gateway sent.
+    async fn json(&self, response: reqwest::Response) -> Result<Value, CliError> {
+        if !response.status().is_success() {
+            return Err(self.error(response).await);
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| CliError::transport(&self.base, &e))?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            CliError::Protocol(format!(
+                "the gateway at {} sent a reply that is not JSON ({e}): {}",
+                self.base,
+                snippet(&bytes)
+            ))
+        })
+    }
+
+    /// An error reply as `CliError::Api`; its `{"error": {"code", "message"}}` when it has one.
+    async fn error(&self, response: reqwest::Response) -> CliError {
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let bytes = response.bytes().await.unwrap_or_default();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let error = &body["error"];
+        let (code, message) = match (error["code"].as_str(), error["message"].as_str()) {
+            (Some(code), Some(message)) => (code.to_owned(), message.to_owned()),
+            _ => (
+                status
+                    .canonical_reason()
+                    .unwrap_or("error")
+                    .to_ascii_lowercase()
+                    .replace(' ', "_"),
+                fallback_message(status, &bytes),
+            ),
+        };
+        CliError::Api {
+            status: status.as_u16(),
+            code,
+            message,
+            body,
+            retry_after,
+        }
+    }
+}
+
+fn fallback_message(status: StatusCode, body: &[u8]) -> String {
+    let text = snippet(body);
+    if text.is_empty() {
+        format!("the gateway answered {status}")
+    } else {
+        format!("the gateway answered {status}: {text}")
+    }
+}
+
+/// The start of a body, on one line, for error messages.
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() > 200 {
+        let mut short: String = one_line.chars().take(200).collect();
+        short.push('…');
+        short
+    } else {
+        one_line
+    }
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters, so any id stays one path
+/// segment (the gateway then says whether it is a job).
+fn encode_segment(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for byte in raw.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_stay_one_path_segment() {
+        assert_eq!(
+            encode_segment("0b9f4a1e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"),
+            "0b9f4a1e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
+        );
+        assert_eq!(encode_segment("../x y?"), "..%2Fx%20y%3F");
+    }
+
+    #[test]
+    fn base_urls_are_checked_and_normalised() {
+        assert_eq!(
+            Api::new("http://127.0.0.1:8000/").unwrap().base(),
+            "http://127.0.0.1:8000"
+        );
+        assert_eq!(
+            Api::new("http://gw.example/tandem/").unwrap().base(),
+            "http://gw.example/tandem"
+        );
+        assert_eq!(Api::new("  ").unwrap().base(), "http://127.0.0.1:8000");
+        assert!(matches!(
+            Api::new("https://gw.example"),
+            Err(CliError::Usage(_))
+        ));
+        assert_eq!(
+            Api::new("localhost:8000").unwrap().base(),
+            "http://localhost:8000"
+        );
+        assert!(matches!(
+            Api::new("ftp://gw.example"),
+            Err(CliError::Usage(_))
+        ));
+        assert!(matches!(Api::new("not a url"), Err(CliError::Usage(_))));
+    }
+}

@@ -1,0 +1,64 @@
+//! The `tandem` command-line client: `predict`, `job` and `watch`, over the gateway's public
+//! HTTP API only (`POST /predict`, `GET /job/<id>`, `GET /job/<id>/events`).
+//!
+//! - `args`: the command line (clap);
+//! - `client`: the HTTP API; `sse`: the event stream, with reconnection;
+//! - `predict`, `job`, `watch`: the subcommands; `output`: what they print; `media`: content
+//!   types; `error`: errors and exit codes.
+
+mod args;
+mod client;
+mod error;
+mod job;
+mod media;
+mod output;
+mod predict;
+mod sse;
+mod watch;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+pub use args::{Cli, Command, DEFAULT_URL};
+use client::Api;
+pub use error::{CliError, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
+
+/// Parses the command line, runs the command and says how it went.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout with 0; usage errors to stderr with 2.
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(EXIT_USAGE));
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("tandem: error: cannot start: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    ExitCode::from(runtime.block_on(run(cli)))
+}
+
+/// Runs a parsed command line; returns the exit code.
+pub async fn run(cli: Cli) -> u8 {
+    let result = match Api::new(&cli.url) {
+        Ok(api) => match cli.command {
+            Command::Predict(args) => Ok(predict::run(&api, args).await),
+            Command::Job(args) => job::run(&api, args).await,
+            Command::Watch(args) => watch::run(&api, args).await,
+        },
+        Err(e) => Err(e),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("tandem: error: {e}");
+        e.exit_code()
+    })
+}

@@ -1,0 +1,282 @@
+//! `tandem predict IMAGE...`: each image's fast label at once; with `--wait`, each slow label
+//! as it arrives, every image's events streamed concurrently.
+
+use std::{
+    hash::{BuildHasher as _, Hasher as _},
+    path::{Path, PathBuf},
+    pin::pin,
+    time::Duration,
+};
+
+use futures::{StreamExt as _, stream::FuturesUnordered};
+use serde_json::{Map, Value, json};
+
+use super::{
+    args::PredictArgs,
+    client::Api,
+    error::{CliError, EXIT_FAILED, EXIT_OK},
+    media,
+    output::{Out, label_score},
+    sse::{self, Progress},
+};
+
+/// Times a submission refused with 429 or 503 (queue full, model busy) is tried again.
+const SUBMIT_RETRIES: u32 = 3;
+/// The longest `Retry-After` honoured between two tries.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// Runs `predict`; returns the exit code (the worst of every image's).
+pub async fn run(api: &Api, args: PredictArgs) -> u8 {
+    let out = Out::with_progress(args.images.len(), args.wait);
+    let printer = Printer {
+        out: &out,
+        json: args.json,
+    };
+
+    // Every file must be there before anything is sent.
+    let unreadable: Vec<CliError> = args.images.iter().filter_map(|p| check(p).err()).collect();
+    if let Some(worst) = unreadable.iter().map(CliError::exit_code).max() {
+        out.finish();
+        for error in &unreadable {
+            let file = match error {
+                CliError::Io { path, .. } => path.display().to_string(),
+                _ => String::new(),
+            };
+            printer.error(&file, error);
+        }
+        return worst;
+    }
+
+    let nonce = nonce();
+    let uploads = futures::stream::iter(args.images.iter().enumerate())
+        .map(|(index, path)| async move {
+            let key = format!("tandem-cli-{nonce:016x}-{index}");
+            (path, submit(api, &printer, path, &key).await)
+        })
+        .buffer_unordered(usize::from(args.concurrency))
+        .fuse();
+    let mut uploads = pin!(uploads);
+    let mut watches = FuturesUnordered::new();
+    let mut exit = EXIT_OK;
+    loop {
+        tokio::select! {
+            Some((path, submitted)) = uploads.next() => {
+                let file = path.display().to_string();
+                match submitted.and_then(|reply| printer.fast(&file, reply)) {
+                    Ok(job_id) => {
+                        out.count(|c| c.fast += 1);
+                        if args.wait {
+                            watches.push(watch(api, printer, file, job_id));
+                        }
+                    }
+                    Err(error) => {
+                        out.count(|c| c.failed += 1);
+                        printer.error(&file, &error);
+                        exit = exit.max(error.exit_code());
+                    }
+                }
+            }
+            Some(code) = watches.next() => {
+                exit = exit.max(code);
+            }
+            else => break,
+        }
+    }
+    out.finish();
+    exit
+}
+
+/// A file that is there and not a directory (read later, when its turn comes).
+fn check(path: &Path) -> Result<(), CliError> {
+    let io = |source| CliError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let metadata = std::fs::metadata(path).map_err(io)?;
+    if metadata.is_dir() {
+        return Err(io(std::io::Error::other(
+            "is a directory, not an image file",
+        )));
+    }
+    Ok(())
+}
+
+/// Reads and sends one image; tries again, with the same idempotency key, while the gateway
+/// says 429 or 503 with `Retry-After`.
+async fn submit(
+    api: &Api,
+    printer: &Printer<'_>,
+    path: &PathBuf,
+    key: &str,
+) -> Result<Value, CliError> {
+    let image = tokio::fs::read(path).await.map_err(|source| CliError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let content_type = media::content_type(path, &image[..image.len().min(64)]);
+    let mut tries = 0;
+    loop {
+        match api.predict(image.clone(), content_type, key).await {
+            Err(CliError::Api {
+                status: 429 | 503,
+                retry_after: Some(after),
+                message,
+                ..
+            }) if tries < SUBMIT_RETRIES => {
+                tries += 1;
+                let after = after.min(MAX_RETRY_AFTER);
+                printer.out.note(&format!(
+                    "{}: {message}; trying again in {} s",
+                    path.display(),
+                    after.as_secs()
+                ));
+                tokio::time::sleep(after).await;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Follows one job to its end, printing its slow label (or why there is none); returns its
+/// exit code.
+async fn watch(api: &Api, printer: Printer<'_>, file: String, job_id: String) -> u8 {
+    let result = sse::follow(api, &job_id, |progress| match progress {
+        Progress::Update(update) => {
+            if printer.json {
+                let mut event = json!({
+                    "event": update.status,
+                    "file": file,
+                    "job_id": job_id,
+                    "revision": update.revision.as_deref().and_then(|r| r.parse::<u64>().ok()),
+                });
+                if update.status == "succeeded" {
+                    let slow = &update.record["slow"];
+                    event["label"] = slow["label"].clone();
+                    event["score"] = slow["score"].clone();
+                }
+                event["record"] = update.record.clone();
+                printer.out.json(&event);
+            }
+        }
+        Progress::Reconnecting {
+            attempt,
+            delay,
+            reason,
+        } => printer.out.note(&format!(
+            "{file}: {reason}; reconnecting in {:.1} s (try {attempt})",
+            delay.as_secs_f64()
+        )),
+    })
+    .await;
+    match result {
+        Ok(last) => {
+            let record = &last.record;
+            let (code, line) = match last.status.as_str() {
+                "succeeded" => (
+                    EXIT_OK,
+                    format!("{file}: slow {} job {job_id}", label_score(&record["slow"])),
+                ),
+                "failed" => (
+                    EXIT_FAILED,
+                    format!(
+                        "{file}: failed job {job_id}: {}",
+                        record["error"].as_str().unwrap_or("no reason given")
+                    ),
+                ),
+                other => (EXIT_FAILED, format!("{file}: {other} job {job_id}")),
+            };
+            printer.out.count(|c| {
+                if code == EXIT_OK {
+                    c.refined += 1
+                } else {
+                    c.failed += 1
+                }
+            });
+            if !printer.json {
+                printer.out.line(&line);
+            }
+            code
+        }
+        Err(error) => {
+            printer.out.count(|c| c.failed += 1);
+            printer.error(&file, &error);
+            error.exit_code()
+        }
+    }
+}
+
+/// Prints per-image results as text or JSON lines.
+#[derive(Debug, Clone, Copy)]
+struct Printer<'a> {
+    out: &'a Out,
+    json: bool,
+}
+
+impl Printer<'_> {
+    /// Prints the fast label of a `POST /predict` reply; returns the job id.
+    fn fast(&self, file: &str, reply: Value) -> Result<String, CliError> {
+        let Some(job_id) = reply["job_id"].as_str().map(str::to_owned) else {
+            return Err(CliError::Protocol(format!(
+                "the reply to POST /predict has no job_id: {reply}"
+            )));
+        };
+        let fast = &reply["fast"];
+        if self.json {
+            self.out.json(&json!({
+                "event": "fast",
+                "file": file,
+                "job_id": job_id,
+                "label": fast["label"],
+                "score": fast["score"],
+                "reply": reply,
+            }));
+        } else {
+            self.out
+                .line(&format!("{file}: fast {} job {job_id}", label_score(fast)));
+        }
+        Ok(job_id)
+    }
+
+    /// Reports an image's error: on stderr, and as a JSON line too with `--json`. A refusal
+    /// that still carries the fast label (a full queue) prints that label first.
+    fn error(&self, file: &str, error: &CliError) {
+        let fast = match error {
+            CliError::Api { body, .. } if body["fast"].is_object() => Some(&body["fast"]),
+            _ => None,
+        };
+        if self.json {
+            let mut event = Map::new();
+            event.insert("event".into(), json!("error"));
+            if !file.is_empty() {
+                event.insert("file".into(), json!(file));
+            }
+            event.insert("code".into(), json!(error.code()));
+            event.insert("message".into(), json!(error.to_string()));
+            if let Some(status) = error.http_status() {
+                event.insert("status".into(), json!(status));
+            }
+            if let Some(fast) = fast {
+                event.insert("fast".into(), fast.clone());
+            }
+            self.out.json(&Value::Object(event));
+        } else if let Some(fast) = fast {
+            self.out
+                .line(&format!("{file}: fast {} (not queued)", label_score(fast)));
+        }
+        if file.is_empty() || matches!(error, CliError::Io { .. }) {
+            self.out.note(&format!("error: {error}"));
+        } else {
+            self.out.note(&format!("error: {file}: {error}"));
+        }
+    }
+}
+
+/// A number unique to this run, so idempotency keys of two runs never meet.
+fn nonce() -> u64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    if let Ok(since) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        hasher.write_u128(since.as_nanos());
+    }
+    hasher.finish()
+}

@@ -1,0 +1,60 @@
+//! `tandem watch ID`: a job's changes as they happen, until it is final.
+
+use serde_json::json;
+
+use super::{
+    args::WatchArgs,
+    client::Api,
+    error::CliError,
+    job::exit_code,
+    output::{Out, label_score},
+    sse::{self, Progress, Update},
+};
+
+/// Streams the job's events; exit code 1 when it failed or was cancelled.
+pub async fn run(api: &Api, args: WatchArgs) -> Result<u8, CliError> {
+    let out = Out::plain();
+    let last = sse::follow(api, &args.id, |progress| match progress {
+        Progress::Update(update) if args.json => out.json(&json!({
+            "event": update.status,
+            "job_id": update.record["id"].as_str().unwrap_or(&args.id),
+            "revision": update.revision.as_deref().and_then(|r| r.parse::<u64>().ok()),
+            "record": update.record,
+        })),
+        Progress::Update(update) => out.line(&line(update)),
+        Progress::Reconnecting {
+            attempt,
+            delay,
+            reason,
+        } => out.note(&format!(
+            "{reason}; reconnecting in {:.1} s (try {attempt})",
+            delay.as_secs_f64()
+        )),
+    })
+    .await?;
+    Ok(exit_code(&last.status))
+}
+
+/// `running    attempt 1`, `succeeded  slow Egyptian cat (0.912)`, ...
+fn line(update: &Update) -> String {
+    let record = &update.record;
+    let error = record["error"].as_str();
+    let detail = match update.status.as_str() {
+        "queued" if record["fast"].is_object() => {
+            format!("fast {}", label_score(&record["fast"]))
+        }
+        "running" => {
+            let mut text = format!("attempt {}", record["attempts"].as_u64().unwrap_or(0));
+            if let Some(error) = error {
+                text.push_str(&format!(" (last try: {error})"));
+            }
+            text
+        }
+        "succeeded" => format!("slow {}", label_score(&record["slow"])),
+        "failed" => error.unwrap_or("no reason given").to_owned(),
+        _ => String::new(),
+    };
+    format!("{:<10} {detail}", update.status)
+        .trim_end()
+        .to_owned()
+}
