@@ -15,6 +15,7 @@ mod support;
 mod cli;
 mod compose;
 mod deployment;
+mod durability;
 mod fast_path;
 mod model_server;
 mod openapi;
