@@ -15,7 +15,17 @@ pub fn init(service: &'static str) {
             .with(fmt::layer().json().with_current_span(true))
             .try_init()
     } else {
-        registry.with(fmt::layer().compact()).try_init()
+        // Colour only for a person at a terminal: log files and collectors get plain text.
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        registry
+            .with(
+                fmt::layer()
+                    .compact()
+                    .with_ansi(ansi)
+                    .with_writer(std::io::stderr),
+            )
+            .try_init()
     };
     if result.is_ok() {
         tracing::debug!(service, "telemetry initialised");
