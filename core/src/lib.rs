@@ -3,6 +3,7 @@
 //! Layout:
 //! - `config`: typed configuration from the environment, all errors reported together;
 //! - `telemetry`: the one logging/tracing setup of every binary;
+//! - `metrics`: the Prometheus recorder (once per process) and the ops listener;
 //! - `shutdown`: the SIGINT/SIGTERM future every server drains on;
 //! - `job`: the job schema (`JobId`, `JobStatus`, `JobRecord`, `Prediction`);
 //! - `nats`: the NATS contract (stream, subject, consumer, buckets, headers, settings);
@@ -12,6 +13,7 @@
 
 pub mod config;
 pub mod job;
+pub mod metrics;
 pub mod model_client;
 pub mod nats;
 pub mod shutdown;

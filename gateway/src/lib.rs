@@ -48,7 +48,9 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .route("/openapi.json", get(openapi::serve))
+        .route("/metrics", get(routes::metrics::metrics))
         .fallback(|| async { error::ApiError::NotFound })
+        .layer(axum::middleware::from_fn(routes::metrics::track))
         .with_state(state)
 }
 
@@ -59,6 +61,7 @@ pub async fn run(
     config: GatewayConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    tandem_core::metrics::init();
     let model = ModelClient::new(&config.model_server_url, config.fast_timeout)?;
     let queue = queue::Queue::start(&config.nats, config.publish_timeout).await?;
     let hub = hub::JobHub::default();

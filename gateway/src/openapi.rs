@@ -94,6 +94,7 @@ pub struct ReadyChecks {
         routes::jobs::job_events,
         routes::health::healthz,
         routes::health::readyz,
+        routes::metrics::metrics,
         serve,
     ),
     components(schemas(

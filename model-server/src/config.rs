@@ -22,6 +22,9 @@ pub struct ModelServerConfig {
     /// `TANDEM_MAX_IMAGE_PIXELS`: images whose header claims more pixels are refused
     /// before decoding (default 40 000 000).
     pub max_image_pixels: u64,
+    /// `TANDEM_MODEL_SERVER_METRICS_ADDR`: the binary's `/metrics`, `/healthz`, `/readyz`
+    /// listener (default `127.0.0.1:9101`).
+    pub metrics_addr: SocketAddr,
 }
 
 impl FromEnv for ModelServerConfig {
@@ -31,6 +34,10 @@ impl FromEnv for ModelServerConfig {
         let addr = env.parse("TANDEM_MODEL_SERVER_ADDR", default_addr);
         let ort_dylib_path = env.optional_string("ORT_DYLIB_PATH").map(PathBuf::from);
         let max_image_pixels = env.parse("TANDEM_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS);
+        let metrics_addr = env.parse(
+            "TANDEM_MODEL_SERVER_METRICS_ADDR",
+            SocketAddr::from(([127, 0, 0, 1], 9101)),
+        );
         if max_image_pixels == 0 {
             env.error("TANDEM_MAX_IMAGE_PIXELS=0 is not valid: it must be at least 1");
         }
@@ -39,6 +46,7 @@ impl FromEnv for ModelServerConfig {
             addr,
             ort_dylib_path,
             max_image_pixels,
+            metrics_addr,
         }
     }
 }

@@ -55,9 +55,50 @@ pub async fn run(
     config: ModelServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_with_ops(listener, None, config, shutdown).await
+}
+
+/// Ready when every model is loaded.
+struct ModelsReady(Arc<registry::Registry>);
+
+impl tandem_core::metrics::Readiness for ModelsReady {
+    async fn checks(&self) -> Vec<(&'static str, bool)> {
+        vec![("models_loaded", self.0.is_ready())]
+    }
+}
+
+/// Stops the ops listener when the server stops, however it stops.
+struct AbortOnDrop(tokio::task::JoinHandle<std::io::Result<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// [`run`], also serving `/metrics`, `/healthz` and `/readyz` (ready once every model is
+/// loaded) on `ops` (the binary binds `TANDEM_MODEL_SERVER_METRICS_ADDR`).
+pub async fn run_with_ops(
+    listener: tokio::net::TcpListener,
+    ops: Option<tokio::net::TcpListener>,
+    config: ModelServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    tandem_core::metrics::init();
     let dylib = runtime::resolve_dylib(config.ort_dylib_path.as_deref())?;
     let specs = repository::load_repository(&config.model_repository)?;
     let registry = Arc::new(registry::Registry::new(specs));
+    let _ops = match ops {
+        Some(ops) => {
+            tracing::info!(addr = %ops.local_addr()?, "model server ops listener (/metrics, /healthz, /readyz)");
+            Some(AbortOnDrop(tokio::spawn(tandem_core::metrics::serve_ops(
+                ops,
+                Arc::new(ModelsReady(registry.clone())),
+                std::future::pending(),
+            ))))
+        }
+        None => None,
+    };
     let addr = listener
         .local_addr()
         .context("the listener has no address")?;

@@ -16,7 +16,21 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match tandem_model_server::run(listener, config, tandem_core::shutdown::signal()).await {
+    let ops = match tokio::net::TcpListener::bind(config.metrics_addr).await {
+        Ok(ops) => ops,
+        Err(e) => {
+            tracing::error!(addr = %config.metrics_addr, error = %e, "cannot listen");
+            return ExitCode::FAILURE;
+        }
+    };
+    match tandem_model_server::run_with_ops(
+        listener,
+        Some(ops),
+        config,
+        tandem_core::shutdown::signal(),
+    )
+    .await
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

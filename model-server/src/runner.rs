@@ -65,11 +65,26 @@ impl ModelRunner {
                         return;
                     }
                 };
+                let duration =
+                    metrics::histogram!("tandem_model_inference_duration_seconds", "model" => spec.name.clone());
+                let batch_size =
+                    metrics::histogram!("tandem_model_batch_size", "model" => spec.name.clone());
+                let failures =
+                    metrics::counter!("tandem_model_inference_failures_total", "model" => spec.name.clone());
                 serve(
                     &jobs,
                     spec.max_batch_size,
                     spec.max_queue_delay,
-                    |input, batch| infer(&mut session, &spec, input, batch),
+                    |input, batch| {
+                        let started = Instant::now();
+                        let result = infer(&mut session, &spec, input, batch);
+                        duration.record(started.elapsed().as_secs_f64());
+                        batch_size.record(batch as f64);
+                        if result.is_err() {
+                            failures.increment(1);
+                        }
+                        result
+                    },
                 );
                 tracing::debug!(model = %spec.name, "model thread stopped");
             })

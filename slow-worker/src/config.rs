@@ -27,6 +27,8 @@ pub struct WorkerConfig {
     /// `TANDEM_SHUTDOWN_GRACE_SECS` (default 10): how long running jobs may take to finish.
     pub shutdown_grace: Duration,
     pub nats: NatsSettings,
+    /// `TANDEM_WORKER_HTTP_ADDR` (default `127.0.0.1:9102`): `/metrics`, `/healthz`, `/readyz`.
+    pub http_addr: std::net::SocketAddr,
 }
 
 impl FromEnv for WorkerConfig {
@@ -41,6 +43,10 @@ impl FromEnv for WorkerConfig {
             retry_max: env.millis("TANDEM_RETRY_MAX_MS", Duration::from_secs(30)),
             shutdown_grace: env.seconds("TANDEM_SHUTDOWN_GRACE_SECS", Duration::from_secs(10)),
             nats: NatsSettings::from_env(env),
+            http_addr: env.parse(
+                "TANDEM_WORKER_HTTP_ADDR",
+                std::net::SocketAddr::from(([127, 0, 0, 1], 9102)),
+            ),
         };
         if !(1..=256).contains(&config.concurrency) {
             env.error("TANDEM_WORKER_CONCURRENCY must be between 1 and 256");

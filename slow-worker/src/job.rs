@@ -46,11 +46,35 @@ pub enum Outcome {
     Retrying,
 }
 
-/// Processes one delivered message to the end.
+impl Outcome {
+    /// The `outcome` label of `tandem_worker_jobs_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+            Self::Retrying => "retrying",
+        }
+    }
+}
+
+/// Processes one delivered message to the end, and counts how it ended.
 #[tracing::instrument(skip_all, fields(job_id, delivered))]
 pub async fn process(ctx: Arc<JobContext>, msg: Message) -> Outcome {
     let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
     tracing::Span::current().record("delivered", delivered);
+    if delivered > 1 {
+        metrics::counter!("tandem_worker_redeliveries_total").increment(1);
+    }
+    let outcome = run_delivery(&ctx, &msg, delivered).await;
+    metrics::counter!("tandem_worker_jobs_total", "outcome" => outcome.as_str()).increment(1);
+    if outcome == Outcome::Retrying {
+        metrics::counter!("tandem_worker_retries_total").increment(1);
+    }
+    outcome
+}
+
+async fn run_delivery(ctx: &JobContext, msg: &Message, delivered: i64) -> Outcome {
     let job = match SlowJob::from_message(msg.headers.as_ref(), msg.payload.clone()) {
         Ok(job) => job,
         Err(e) => {
@@ -61,34 +85,34 @@ pub async fn process(ctx: Arc<JobContext>, msg: Message) -> Outcome {
                 .and_then(|h| h.get(tandem_core::nats::headers::JOB_ID))
                 .and_then(|v| v.as_str().parse::<JobId>().ok());
             if let Some(id) = id {
-                fail(&ctx, id, &format!("invalid job message: {e}")).await;
+                fail(ctx, id, &format!("invalid job message: {e}")).await;
             }
-            ack(&msg, AckKind::Term).await;
+            ack(msg, AckKind::Term).await;
             return Outcome::Failed;
         }
     };
     tracing::Span::current().record("job_id", tracing::field::display(job.id));
 
-    match start(&ctx, &job).await {
+    match start(ctx, &job).await {
         Ok(true) => {}
         Ok(false) => {
-            ack(&msg, AckKind::Ack).await;
-            forget_image(&ctx, &job).await;
+            ack(msg, AckKind::Ack).await;
+            forget_image(ctx, &job).await;
             return Outcome::Skipped;
         }
         Err(e) => {
             tracing::warn!(error = %e, "job store unavailable; retrying later");
-            ack(&msg, AckKind::Nak(Some(ctx.config.retry_delay(delivered)))).await;
+            ack(msg, AckKind::Nak(Some(ctx.config.retry_delay(delivered)))).await;
             return Outcome::Retrying;
         }
     }
 
-    let result = match load_image(&ctx, &job).await {
-        Ok(image) => run_model(&ctx, &msg, image).await,
+    let result = match load_image(ctx, &job).await {
+        Ok(image) => run_model(ctx, msg, image).await,
         Err(e) => Err(e),
     };
     match result {
-        Ok(prediction) => finish(&ctx, &msg, &job, prediction, delivered).await,
+        Ok(prediction) => finish(ctx, msg, &job, prediction, delivered).await,
         Err(e) if e.is_transient() && delivered < ctx.config.nats.max_deliver => {
             let delay = ctx.config.retry_delay(delivered);
             tracing::warn!(error = %e, retry_in = ?delay, "transient failure; will retry");
@@ -104,7 +128,7 @@ pub async fn process(ctx: Arc<JobContext>, msg: Message) -> Outcome {
                     true
                 })
                 .await;
-            ack(&msg, AckKind::Nak(Some(delay))).await;
+            ack(msg, AckKind::Nak(Some(delay))).await;
             Outcome::Retrying
         }
         Err(e) => {
@@ -114,9 +138,9 @@ pub async fn process(ctx: Arc<JobContext>, msg: Message) -> Outcome {
                 e.to_string()
             };
             tracing::warn!(%reason, "job failed");
-            fail(&ctx, job.id, &reason).await;
-            ack(&msg, AckKind::Term).await;
-            forget_image(&ctx, &job).await;
+            fail(ctx, job.id, &reason).await;
+            ack(msg, AckKind::Term).await;
+            forget_image(ctx, &job).await;
             Outcome::Failed
         }
     }
@@ -219,7 +243,8 @@ async fn finish(
             tracing::info!(status = stored.record.status.as_str(), "result discarded");
             Outcome::Skipped
         }
-        Ok(_) => {
+        Ok(stored) => {
+            record_success(job, &prediction, stored.as_ref().map(|s| &s.record));
             // Double ack: the server confirms, so a lost ack cannot look like success.
             if let Err(e) = msg.double_ack().await {
                 tracing::warn!(error = %e, "ack not confirmed; a redelivery will be skipped");
@@ -233,6 +258,21 @@ async fn finish(
             ack(msg, AckKind::Nak(Some(ctx.config.retry_delay(delivered)))).await;
             Outcome::Retrying
         }
+    }
+}
+
+/// Submit-to-result latency, and whether the fast model had already said the same.
+fn record_success(job: &SlowJob, prediction: &Prediction, record: Option<&JobRecord>) {
+    let latency = time::OffsetDateTime::now_utc() - job.submitted_at;
+    metrics::histogram!("tandem_worker_job_latency_seconds")
+        .record(latency.as_seconds_f64().max(0.0));
+    if let Some(fast) = record.and_then(|r| r.fast.as_ref()) {
+        let agree = if fast.label == prediction.label {
+            "true"
+        } else {
+            "false"
+        };
+        metrics::counter!("tandem_fast_slow_agreement_total", "agree" => agree).increment(1);
     }
 }
 

@@ -13,4 +13,4 @@ pub mod job;
 pub mod worker;
 
 pub use config::WorkerConfig;
-pub use worker::run;
+pub use worker::{run, run_with_ops};

@@ -7,8 +7,10 @@ use tandem_slow_worker::WorkerConfig;
 async fn main() -> anyhow::Result<()> {
     tandem_core::telemetry::init("tandem-slow-worker");
     let config = WorkerConfig::from_env_or_exit("tandem-slow-worker");
-    Box::pin(tandem_slow_worker::run(
+    let ops = tokio::net::TcpListener::bind(config.http_addr).await?;
+    Box::pin(tandem_slow_worker::run_with_ops(
         config,
+        Some(ops),
         tandem_core::shutdown::signal(),
     ))
     .await

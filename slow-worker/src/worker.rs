@@ -3,11 +3,19 @@
 //! Fetching exactly the free slots (not the client's default batch of hundreds) keeps jobs on
 //! the server where another worker can take them, instead of aging past AckWait in a buffer.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use futures::StreamExt as _;
-use tandem_core::{model_client::ModelClient, nats as contract, store::JobStore};
+use tandem_core::{
+    metrics::Readiness, model_client::ModelClient, nats as contract, store::JobStore,
+};
 use tokio::{sync::Semaphore, task::JoinSet};
 
 use crate::{
@@ -25,15 +33,74 @@ pub async fn run(
     config: WorkerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_with_ops(config, None, shutdown).await
+}
+
+/// What the worker's `/readyz` checks.
+#[derive(Debug)]
+struct WorkerReadiness {
+    client: async_nats::Client,
+    set_up: AtomicBool,
+    model: ModelClient,
+    slow_model: String,
+}
+
+impl Readiness for WorkerReadiness {
+    async fn checks(&self) -> Vec<(&'static str, bool)> {
+        let nats = self.client.connection_state() == async_nats::connection::State::Connected;
+        let slow_model = self.model.model_ready(&self.slow_model).await;
+        vec![
+            ("nats_connected", nats),
+            ("jetstream_ready", self.set_up.load(Ordering::Relaxed)),
+            ("slow_model_ready", slow_model),
+        ]
+    }
+}
+
+/// Stops the ops listener when the worker stops, however it stops.
+struct AbortOnDrop(tokio::task::JoinHandle<std::io::Result<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// [`run`], also serving `/metrics`, `/healthz` and `/readyz` on `ops` (the binary binds
+/// `TANDEM_WORKER_HTTP_ADDR`) while the worker runs.
+pub async fn run_with_ops(
+    config: WorkerConfig,
+    ops: Option<tokio::net::TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    tandem_core::metrics::init();
     let client = contract::connect(&config.nats, "tandem-slow-worker").await?;
     let js = jetstream::new(client.clone());
     let model = ModelClient::new(&config.model_server_url, config.model_timeout)?;
+    let readiness = Arc::new(WorkerReadiness {
+        client: client.clone(),
+        set_up: AtomicBool::new(false),
+        model: model.clone(),
+        slow_model: config.slow_model.clone(),
+    });
+    let _ops = match ops {
+        Some(listener) => {
+            tracing::info!(addr = %listener.local_addr()?, "worker ops listener (/metrics, /healthz, /readyz)");
+            Some(AbortOnDrop(tokio::spawn(tandem_core::metrics::serve_ops(
+                listener,
+                readiness.clone(),
+                std::future::pending(),
+            ))))
+        }
+        None => None,
+    };
 
     tokio::pin!(shutdown);
     let (consumer, store, images) = tokio::select! {
         parts = set_up(&js, &config) => parts,
         () = &mut shutdown => return Ok(()),
     };
+    readiness.set_up.store(true, Ordering::Relaxed);
     let ctx = Arc::new(JobContext {
         config: config.clone(),
         model,
@@ -176,6 +243,7 @@ async fn drain(
     advisories: tokio::task::JoinHandle<()>,
 ) -> anyhow::Result<()> {
     advisories.abort();
+    while running.try_join_next().is_some() {}
     tracing::info!(jobs = running.len(), "draining running jobs");
     let finished = tokio::time::timeout(grace, async {
         while running.join_next().await.is_some() {}

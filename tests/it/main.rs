@@ -18,6 +18,7 @@ mod deployment;
 mod durability;
 mod fast_path;
 mod model_server;
+mod observability;
 mod openapi;
 mod slow_path;
 mod web_page;

@@ -13,6 +13,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/job/{id}/events", &["get"]),
     ("/healthz", &["get"]),
     ("/readyz", &["get"]),
+    ("/metrics", &["get"]),
     ("/openapi.json", &["get"]),
 ];
 

@@ -148,6 +148,7 @@ pub async fn job_events(
         .ok_or_else(|| ApiError::JobNotFound(id.to_string()))?;
 
     let stream = async_stream(move |tx| async move {
+        let _open = super::metrics::OpenStream::open();
         let mut sent = last_seen;
         let mut next = Some(current);
         loop {

@@ -2,5 +2,6 @@
 
 pub mod health;
 pub mod jobs;
+pub mod metrics;
 pub mod page;
 pub mod predict;

@@ -131,6 +131,9 @@ pub struct TestApp {
     pub model_server_url: String,
     pub gateway: Stoppable,
     pub workers: Vec<Stoppable>,
+    /// `http://127.0.0.1:PORT` of each in-process worker's ops listener (`/metrics`,
+    /// `/healthz`, `/readyz`), in the order of `workers`.
+    pub worker_ops: Vec<String>,
     /// `http://127.0.0.1:PORT` of the gateway.
     pub base: String,
     pub http: reqwest::Client,
@@ -178,6 +181,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         model_server_url,
         gateway,
         workers: Vec::new(),
+        worker_ops: Vec::new(),
         base,
         http: reqwest::Client::new(),
         env,
@@ -190,11 +194,20 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
 }
 
 impl TestApp {
-    /// Starts one more in-process slow-worker.
+    /// Starts one more in-process slow-worker, with its ops listener on a random port.
     pub fn add_worker(&mut self) {
         let config = self.worker_config();
+        let ops = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        ops.set_nonblocking(true).unwrap();
+        let ops = tokio::net::TcpListener::from_std(ops).unwrap();
+        self.worker_ops
+            .push(format!("http://{}", ops.local_addr().unwrap()));
         self.workers.push(Stoppable::spawn(move |shutdown| {
-            Box::pin(tandem_slow_worker::run(config, shutdown))
+            Box::pin(tandem_slow_worker::run_with_ops(
+                config,
+                Some(ops),
+                shutdown,
+            ))
         }));
     }
 
@@ -220,6 +233,7 @@ impl TestApp {
         Command::new(binary)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "warn")
+            .env("TANDEM_WORKER_HTTP_ADDR", "127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()

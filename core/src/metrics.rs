@@ -1,0 +1,170 @@
+//! Prometheus metrics: one recorder per process, and the small ops HTTP listener that the
+//! slow-worker and the model server serve `/metrics`, `/healthz` and `/readyz` on.
+//!
+//! The `metrics` facade is process-global, and the tests run the gateway, workers and the model
+//! server in one process: [`init`] installs the recorder once and every later call shares its
+//! handle. Series never collide because each service names its own (`tandem_http_*` for the
+//! gateway's HTTP layer, `tandem_worker_*`, `tandem_model_*`, `tandem_queue_*`,
+//! `tandem_sse_*`); in one process, each `/metrics` shows every series of that process.
+
+use std::{future::Future, sync::Arc, sync::OnceLock};
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde_json::{Map, Value, json};
+
+/// Latency buckets in seconds: 1 ms to 2 minutes.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+/// Batch-size buckets (images per batch).
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
+
+/// Installs the process's Prometheus recorder (first call) and returns its handle.
+///
+/// If another recorder was installed first (not by Tandem), a handle that is not installed is
+/// returned: `/metrics` then answers with nothing rather than failing the service.
+pub fn init() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = || {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Suffix("_batch_size".into()), BATCH_BUCKETS)
+                })
+                .unwrap_or_else(|_| PrometheusBuilder::new())
+        };
+        match builder().install_recorder() {
+            Ok(handle) => {
+                describe();
+                handle
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics recorder not installed");
+                builder().build_recorder().handle()
+            }
+        }
+    })
+}
+
+/// The Prometheus text exposition of every series of this process.
+pub fn render() -> String {
+    let handle = init();
+    handle.run_upkeep();
+    handle.render()
+}
+
+/// `GET /metrics` for an axum router.
+pub async fn metrics_route() -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(),
+    )
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "tandem_http_requests_total",
+        "HTTP requests answered by the gateway, by method, route and status"
+    );
+    describe_histogram!(
+        "tandem_http_request_duration_seconds",
+        Unit::Seconds,
+        "Time to the response head, by method, route and status"
+    );
+    describe_gauge!("tandem_sse_open_streams", "Open job event streams");
+    describe_gauge!(
+        "tandem_queue_messages",
+        "Jobs stored in the work-queue stream (waiting or being worked on)"
+    );
+    describe_gauge!(
+        "tandem_queue_consumer_pending",
+        "Jobs not yet delivered to any worker"
+    );
+    describe_gauge!(
+        "tandem_queue_consumer_ack_pending",
+        "Jobs delivered to a worker and not yet acknowledged"
+    );
+    describe_counter!(
+        "tandem_worker_jobs_total",
+        "Job deliveries ended by a worker, by outcome"
+    );
+    describe_counter!(
+        "tandem_worker_redeliveries_total",
+        "Deliveries of a job that had been delivered before"
+    );
+    describe_counter!(
+        "tandem_worker_retries_total",
+        "Jobs handed back (nak) for a later retry"
+    );
+    describe_histogram!(
+        "tandem_worker_job_latency_seconds",
+        Unit::Seconds,
+        "From submission to the slow result stored"
+    );
+    describe_counter!(
+        "tandem_fast_slow_agreement_total",
+        "Succeeded jobs whose fast and slow labels agree (agree=true) or differ"
+    );
+    describe_histogram!(
+        "tandem_model_inference_duration_seconds",
+        Unit::Seconds,
+        "ONNX Runtime time of one batch, by model"
+    );
+    describe_histogram!("tandem_model_batch_size", "Images per batch run, by model");
+    describe_counter!(
+        "tandem_model_inference_failures_total",
+        "Batches that failed in ONNX Runtime, by model"
+    );
+}
+
+/// What `/readyz` of an ops listener checks: named booleans, ready when all are true.
+pub trait Readiness: Send + Sync + 'static {
+    fn checks(&self) -> impl Future<Output = Vec<(&'static str, bool)>> + Send;
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown` resolves.
+pub async fn serve_ops<R: Readiness>(
+    listener: tokio::net::TcpListener,
+    readiness: Arc<R>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    init();
+    let router = Router::new()
+        .route("/metrics", get(metrics_route))
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
+        .route("/readyz", get(readyz::<R>))
+        .with_state(readiness);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn readyz<R: Readiness>(State(readiness): State<Arc<R>>) -> (StatusCode, Json<Value>) {
+    let checks = readiness.checks().await;
+    let ready = checks.iter().all(|(_, ok)| *ok);
+    let map: Map<String, Value> = checks
+        .into_iter()
+        .map(|(name, ok)| (name.to_owned(), Value::Bool(ok)))
+        .collect();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({ "ready": ready, "checks": map })))
+}
