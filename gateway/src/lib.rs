@@ -37,8 +37,8 @@ pub use state::AppState;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(routes::page::index))
-        .route("/assets/{file}", get(routes::page::asset))
-        .route("/samples/{file}", get(routes::page::asset))
+        .route("/assets/{file}", get(routes::page::page_asset))
+        .route("/samples/{file}", get(routes::page::sample))
         .route("/predict", post(routes::predict::predict))
         .route(
             "/job/{id}",

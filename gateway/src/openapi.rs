@@ -88,6 +88,8 @@ pub struct ReadyChecks {
     ),
     paths(
         routes::page::index,
+        routes::page::page_asset,
+        routes::page::sample,
         routes::predict::predict,
         routes::jobs::get_job,
         routes::jobs::cancel_job,

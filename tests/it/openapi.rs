@@ -8,6 +8,8 @@ use crate::support::app::spawn_app;
 /// Every route of `tandem_gateway::router()`, with its methods.
 const ROUTES: &[(&str, &[&str])] = &[
     ("/", &["get"]),
+    ("/assets/{file}", &["get"]),
+    ("/samples/{file}", &["get"]),
     ("/predict", &["post"]),
     ("/job/{id}", &["get", "delete"]),
     ("/job/{id}/events", &["get"]),
@@ -65,7 +67,11 @@ async fn the_document_parses_and_lists_every_route() {
 
     // Each documented route exists on the live gateway (not the fallback's 404/405).
     for (path, method) in &documented {
-        let url = app.url(&path.replace("{id}", "00000000-0000-4000-8000-000000000000"));
+        let concrete = path
+            .replace("{id}", "00000000-0000-4000-8000-000000000000")
+            .replace("/assets/{file}", "/assets/app.js")
+            .replace("/samples/{file}", "/samples/chelsea.jpg");
+        let url = app.url(&concrete);
         let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
         let response = app.http.request(method.clone(), &url).send().await.unwrap();
         assert_ne!(

@@ -118,8 +118,30 @@ pub async fn index(headers: HeaderMap) -> Response {
     response
 }
 
-/// `GET /assets/<file>` and `GET /samples/<file>`: an embedded file, by its full path.
-pub async fn asset(uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
+/// `GET /assets/<file>`: the page's scripts, styles and icon.
+#[utoipa::path(get, path = "/assets/{file}", tag = "page",
+    params(("file" = String, Path, description = "File name; `?v=<version>` makes it cacheable for ever")),
+    responses(
+        (status = 200, description = "The file (JavaScript, CSS or SVG)"),
+        (status = 404, description = "No such file", body = crate::openapi::ErrorReply),
+    ))]
+pub async fn page_asset(uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
+    asset(uri, headers).await
+}
+
+/// `GET /samples/<file>`: the sample photos the page offers.
+#[utoipa::path(get, path = "/samples/{file}", tag = "page",
+    params(("file" = String, Path, description = "Photo file name")),
+    responses(
+        (status = 200, description = "The photo (JPEG)", content_type = "image/jpeg"),
+        (status = 404, description = "No such file", body = crate::openapi::ErrorReply),
+    ))]
+pub async fn sample(uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
+    asset(uri, headers).await
+}
+
+/// An embedded file, by its full path.
+async fn asset(uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
     let asset = ASSETS
         .iter()
         .find(|a| a.path == uri.path())
