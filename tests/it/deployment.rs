@@ -21,7 +21,11 @@ const FINAL: Duration = Duration::from_secs(120);
 
 /// Submits chelsea.jpg and checks the fast label; returns the job id.
 async fn submit_chelsea(deployment: &Deployment) -> String {
-    let (status, reply) = deployment.predict(photo("chelsea.jpg"), "image/jpeg").await;
+    let response = deployment
+        .predict_raw(photo("chelsea.jpg"), "image/jpeg")
+        .await;
+    let status = response.status();
+    let reply: serde_json::Value = response.json().await.unwrap();
     assert_eq!(status, StatusCode::OK, "{reply}");
     assert_eq!(reply[FAST], "Egyptian cat", "{reply}");
     assert_eq!(reply["fast"]["label"], "Egyptian cat", "{reply}");

@@ -8,15 +8,14 @@ use std::{
     future::Future,
     process::{Child, Command, Stdio},
     sync::OnceLock,
-    time::{Duration, Instant},
 };
 use tandem_core::config::FromEnv as _;
 
-use serde_json::Value;
 use tandem_core::config::Env;
 use tokio::sync::oneshot;
 
 use super::{
+    gateway::Gateway,
     model_server::{ModelServerHandle, spawn_model_server},
     nats::NatsServer,
 };
@@ -134,9 +133,8 @@ pub struct TestApp {
     /// `http://127.0.0.1:PORT` of each in-process worker's ops listener (`/metrics`,
     /// `/healthz`, `/readyz`), in the order of `workers`.
     pub worker_ops: Vec<String>,
-    /// `http://127.0.0.1:PORT` of the gateway.
-    pub base: String,
-    pub http: reqwest::Client,
+    /// The gateway's HTTP API (`app.url(..)`, `app.job(..)`, ... through `Deref`).
+    pub gateway_api: Gateway,
     env: Vec<(String, String)>,
 }
 
@@ -182,8 +180,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         gateway,
         workers: Vec::new(),
         worker_ops: Vec::new(),
-        base,
-        http: reqwest::Client::new(),
+        gateway_api: Gateway::new(&base, reqwest::Client::new()),
         env,
     };
     for _ in 0..options.workers {
@@ -240,83 +237,12 @@ impl TestApp {
             .map(WorkerProcess)
             .expect("worker process")
     }
+}
 
-    /// Waits until `/readyz` says ready.
-    pub async fn wait_ready(&self) {
-        let started = Instant::now();
-        loop {
-            if let Ok(response) = self.http.get(self.url("/readyz")).send().await
-                && response.status().is_success()
-            {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "gateway not ready after 30 s"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
+impl std::ops::Deref for TestApp {
+    type Target = Gateway;
 
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    /// `POST /predict` with a raw image body.
-    pub async fn predict_raw(&self, image: Vec<u8>, content_type: &str) -> reqwest::Response {
-        self.http
-            .post(self.url("/predict"))
-            .header("content-type", content_type)
-            .body(image)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// `POST /predict` as the original clients do: JSON with base64 `image_data`.
-    pub async fn predict_json(&self, image: &[u8]) -> reqwest::Response {
-        use base64::Engine as _;
-        let body = serde_json::json!({
-            "image_data": base64::engine::general_purpose::STANDARD.encode(image)
-        });
-        self.http
-            .post(self.url("/predict"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// `GET /job/<id>` as JSON, with its status code.
-    pub async fn job(&self, id: &str) -> (reqwest::StatusCode, Value) {
-        let response = self
-            .http
-            .get(self.url(&format!("/job/{id}")))
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap())
-    }
-
-    /// Polls `GET /job/<id>` until the job is final (or `timeout`).
-    pub async fn wait_final(&self, id: &str, timeout: Duration) -> Value {
-        let started = Instant::now();
-        loop {
-            let (status, body) = self.job(id).await;
-            if status.is_success()
-                && matches!(
-                    body["status"].as_str(),
-                    Some("succeeded" | "failed" | "cancelled")
-                )
-            {
-                return body;
-            }
-            assert!(
-                started.elapsed() < timeout,
-                "job {id} not final after {timeout:?}: {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+    fn deref(&self) -> &Gateway {
+        &self.gateway_api
     }
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod gateway;
 pub mod model_server;
 pub mod nats;
 pub mod remote;

@@ -6,14 +6,11 @@
 //! test is expected to serve the vendored models (fast `efficientnet_lite0`, slow
 //! `efficientnet_lite2`), as docker-compose.yml does.
 
-use std::time::{Duration, Instant};
-
-use reqwest::StatusCode;
-use serde_json::Value;
+use std::time::Duration;
 
 use super::{
     app::{TestApp, spawn_app},
-    sse::SseStream,
+    gateway::Gateway,
 };
 
 /// The environment variable naming a running deployment's gateway.
@@ -25,9 +22,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// A deployment's gateway, and the app started for the test when none was given.
 pub struct Deployment {
-    /// The gateway's base URL, without a trailing slash.
-    pub base: String,
-    pub http: reqwest::Client,
+    /// The running deployment's gateway (unused when `local` is set).
+    remote: Gateway,
     /// The app started for this test (stopped on drop); `None` against a running deployment.
     pub local: Option<TestApp>,
 }
@@ -36,22 +32,21 @@ pub struct Deployment {
 pub async fn deployment() -> Deployment {
     match std::env::var(BASE_URL_VAR) {
         Ok(url) if !url.trim().is_empty() => {
+            let http = reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .build()
+                .expect("HTTP client");
             let deployment = Deployment {
-                base: url.trim().trim_end_matches('/').to_owned(),
-                http: reqwest::Client::builder()
-                    .connect_timeout(Duration::from_secs(5))
-                    .build()
-                    .expect("HTTP client"),
+                remote: Gateway::new(&url, http),
                 local: None,
             };
-            deployment.wait_ready(READY_TIMEOUT).await;
+            deployment.wait_ready_for(READY_TIMEOUT).await;
             deployment
         }
         _ => {
             let app = spawn_app().await;
             Deployment {
-                base: app.base.clone(),
-                http: app.http.clone(),
+                remote: Gateway::new(&app.base, app.http.clone()),
                 local: Some(app),
             }
         }
@@ -63,99 +58,15 @@ impl Deployment {
     pub fn is_remote(&self) -> bool {
         self.local.is_none()
     }
+}
 
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
+impl std::ops::Deref for Deployment {
+    type Target = Gateway;
 
-    /// `GET path` as JSON, with its status.
-    pub async fn get_json(&self, path: &str) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .get(self.url(path))
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {}: {e}", self.url(path)));
-        let status = response.status();
-        let body = response
-            .json()
-            .await
-            .unwrap_or_else(|e| panic!("GET {}: the body is not JSON: {e}", self.url(path)));
-        (status, body)
-    }
-
-    /// Waits until `GET /readyz` answers 200.
-    pub async fn wait_ready(&self, timeout: Duration) {
-        let started = Instant::now();
-        loop {
-            let last = match self
-                .http
-                .get(self.url("/readyz"))
-                .timeout(Duration::from_secs(5))
-                .send()
-                .await
-            {
-                Ok(response) if response.status().is_success() => return,
-                Ok(response) => format!(
-                    "{}: {}",
-                    response.status(),
-                    response.text().await.unwrap_or_default()
-                ),
-                Err(e) => e.to_string(),
-            };
-            assert!(
-                started.elapsed() < timeout,
-                "{} not ready after {timeout:?}; last answer: {last}",
-                self.url("/readyz")
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
+    fn deref(&self) -> &Gateway {
+        match &self.local {
+            Some(app) => app,
+            None => &self.remote,
         }
-    }
-
-    /// `POST /predict` with a raw image body: status and JSON reply.
-    pub async fn predict(&self, image: Vec<u8>, content_type: &str) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .post(self.url("/predict"))
-            .header("content-type", content_type)
-            .body(image)
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("POST {}: {e}", self.url("/predict")));
-        let status = response.status();
-        (status, response.json().await.expect("the reply is JSON"))
-    }
-
-    /// `GET /job/<id>`.
-    pub async fn job(&self, id: &str) -> (StatusCode, Value) {
-        self.get_json(&format!("/job/{id}")).await
-    }
-
-    /// Polls `GET /job/<id>` until the job is final (or `timeout`).
-    pub async fn wait_final(&self, id: &str, timeout: Duration) -> Value {
-        let started = Instant::now();
-        loop {
-            let (status, body) = self.job(id).await;
-            if status.is_success()
-                && matches!(
-                    body["status"].as_str(),
-                    Some("succeeded" | "failed" | "cancelled")
-                )
-            {
-                return body;
-            }
-            assert!(
-                started.elapsed() < timeout,
-                "job {id} not final after {timeout:?}: {status} {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Opens `GET /job/<id>/events`.
-    pub async fn events(&self, id: &str) -> SseStream {
-        SseStream::open(&self.http, &self.url(&format!("/job/{id}/events")), None).await
     }
 }
