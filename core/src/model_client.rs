@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tandem_proto::{
-    ClassScore as WireClassScore, GrpcInferenceServiceClient, ModelInferRequest, ModelReadyRequest,
+    ClassScore as WireClassScore, GrpcInferenceServiceClient, InferTensorContents,
+    ModelInferRequest, ModelReadyRequest,
     model_infer_request::{InferInputTensor, InferRequestedOutputTensor},
 };
 use tonic::{Code, transport::Channel};
@@ -93,10 +94,16 @@ impl ModelClient {
         let k = i64::try_from(top_k.max(1)).unwrap_or(1);
         let body = ModelInferRequest {
             model_name: model.to_owned(),
+            // Typed contents carry the `Bytes` as they are; the raw form would need one more
+            // copy of the image to add its length prefix.
             inputs: vec![InferInputTensor {
                 name: "image".into(),
                 datatype: "BYTES".into(),
                 shape: vec![1],
+                contents: Some(InferTensorContents {
+                    bytes_contents: vec![image],
+                    ..Default::default()
+                }),
                 ..Default::default()
             }],
             parameters: [(
@@ -105,9 +112,6 @@ impl ModelClient {
             )]
             .into(),
             outputs: Vec::<InferRequestedOutputTensor>::new(),
-            raw_input_contents: vec![Bytes::from(tandem_proto::encode_raw_bytes(
-                [image.as_ref()],
-            ))],
             ..Default::default()
         };
         let mut request = tonic::Request::from_parts(metadata, Default::default(), body);
