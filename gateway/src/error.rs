@@ -174,12 +174,10 @@ impl IntoResponse for ApiError {
 
 impl From<tandem_core::store::StoreError> for ApiError {
     fn from(e: tandem_core::store::StoreError) -> Self {
+        tracing::warn!(error = %e, "job store error");
         Self::QueueUnavailable {
             retry_after: Duration::from_secs(2),
-            extra: {
-                tracing::warn!(error = %e, "job store error");
-                Map::new()
-            },
+            extra: Map::new(),
         }
     }
 }

@@ -69,11 +69,6 @@ impl JobHub {
         }
     }
 
-    /// How many jobs have subscribers.
-    pub fn watched_jobs(&self) -> usize {
-        self.senders.lock().map(|s| s.len()).unwrap_or(0)
-    }
-
     fn publish(&self, update: Versioned) {
         let senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(tx) = senders.get(&update.record.id) {

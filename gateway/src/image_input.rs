@@ -19,9 +19,6 @@ use crate::error::ApiError;
 pub struct ImageUpload {
     /// The encoded image as the client sent it.
     pub bytes: Bytes,
-    pub format: image::ImageFormat,
-    pub width: u32,
-    pub height: u32,
 }
 
 #[derive(Deserialize)]
@@ -145,12 +142,7 @@ pub fn check(bytes: Bytes, max_pixels: u64) -> Result<ImageUpload, ApiError> {
     if pixels == 0 {
         return Err(ApiError::CorruptImage("the image has no pixels".into()));
     }
-    Ok(ImageUpload {
-        bytes,
-        format,
-        width,
-        height,
-    })
+    Ok(ImageUpload { bytes })
 }
 
 #[cfg(test)]

@@ -53,13 +53,6 @@ pub async fn deployment() -> Deployment {
     }
 }
 
-impl Deployment {
-    /// Whether the tests run against a deployment given by URL.
-    pub fn is_remote(&self) -> bool {
-        self.local.is_none()
-    }
-}
-
 impl std::ops::Deref for Deployment {
     type Target = Gateway;
 
