@@ -159,6 +159,10 @@ pub struct JobRecord {
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub updated_at: OffsetDateTime,
+    /// W3C `traceparent` of the step that wrote this version of the record, present when that
+    /// service exports traces: the trace to look the job up by in a tracing backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl JobRecord {
@@ -175,6 +179,7 @@ impl JobRecord {
             started_at: None,
             finished_at: None,
             updated_at: submitted_at,
+            traceparent: None,
         }
     }
 

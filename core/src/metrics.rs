@@ -134,6 +134,33 @@ pub trait Readiness: Send + Sync + 'static {
     fn checks(&self) -> impl Future<Output = Vec<(&'static str, bool)>> + Send;
 }
 
+/// Whether the NATS contract's parts exist right now: `stream_present`, `consumer_present`,
+/// `bucket_present` (one JetStream API call each, all within a second; false when NATS does
+/// not answer). Set-up once is not enough: a stream can be deleted or lost with its server.
+pub async fn jetstream_checks(js: &async_nats::jetstream::Context) -> [(&'static str, bool); 3] {
+    use crate::nats as contract;
+    let check = async {
+        let stream = js.get_stream(contract::JOBS_STREAM).await.ok();
+        let consumer = match &stream {
+            Some(stream) => stream
+                .consumer_info(contract::WORKER_CONSUMER)
+                .await
+                .is_ok(),
+            None => false,
+        };
+        let bucket = js.get_key_value(contract::JOBS_BUCKET).await.is_ok();
+        (stream.is_some(), consumer, bucket)
+    };
+    let (stream, consumer, bucket) = tokio::time::timeout(std::time::Duration::from_secs(1), check)
+        .await
+        .unwrap_or((false, false, false));
+    [
+        ("stream_present", stream),
+        ("consumer_present", consumer),
+        ("bucket_present", bucket),
+    ]
+}
+
 /// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown` resolves.
 pub async fn serve_ops<R: Readiness>(
     listener: tokio::net::TcpListener,

@@ -13,6 +13,7 @@ use tandem_proto::{
     model_infer_request::{InferInputTensor, InferRequestedOutputTensor},
 };
 use tonic::{Code, transport::Channel};
+use tracing::Instrument as _;
 
 use crate::job::{ClassScore, Prediction};
 
@@ -83,8 +84,30 @@ impl ModelClient {
         )
     }
 
-    /// Classifies one encoded image, returning the top `top_k` classes.
+    /// Classifies one encoded image, returning the top `top_k` classes. The call is a client
+    /// span of the current trace, and carries it to the model server (W3C `traceparent`).
     pub async fn classify(
+        &self,
+        model: &str,
+        image: Bytes,
+        top_k: usize,
+        mut metadata: tonic::metadata::MetadataMap,
+    ) -> Result<Prediction, ClassifyError> {
+        let span = tracing::info_span!(
+            "ModelInfer",
+            otel.kind = "client",
+            rpc.system = "grpc",
+            rpc.service = "inference.GRPCInferenceService",
+            rpc.method = "ModelInfer",
+            model,
+        );
+        crate::telemetry::inject_grpc(&span, &mut metadata);
+        self.call(model, image, top_k, metadata)
+            .instrument(span)
+            .await
+    }
+
+    async fn call(
         &self,
         model: &str,
         image: Bytes,

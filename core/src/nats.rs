@@ -11,6 +11,12 @@ use async_nats::jetstream::{self, consumer, kv, object_store, stream};
 
 use crate::config::Env;
 
+mod connection;
+mod credentials;
+
+pub use connection::{NatsConnectError, connect};
+pub use credentials::{NatsAuth, NatsTls, Secret};
+
 /// The work-queue stream holding submitted slow jobs (`nats stream info TANDEM_JOBS`).
 pub const JOBS_STREAM: &str = "TANDEM_JOBS";
 /// The subject a job is published on.
@@ -38,11 +44,17 @@ pub mod headers {
     pub const TRACEPARENT: &str = "traceparent";
 }
 
-/// Limits and timings of the NATS side, shared by the gateway and the workers.
-#[derive(Debug, Clone)]
+/// Where NATS is, how to reach it, and the limits and timings of the NATS side, shared by the
+/// gateway and the workers. `Debug` shows no secret (passwords in the URL included).
+#[derive(Clone)]
 pub struct NatsSettings {
-    /// `TANDEM_NATS_URL` (default `nats://127.0.0.1:4222`).
+    /// `TANDEM_NATS_URL` (default `nats://127.0.0.1:4222`); several servers comma-separated
+    /// (see [`NatsSettings::servers`]).
     pub url: String,
+    /// `TANDEM_NATS_USER`/`_PASSWORD`, `_TOKEN`, `_NKEY_SEED(_FILE)` or `_CREDS_FILE`.
+    pub auth: NatsAuth,
+    /// `TANDEM_NATS_TLS_*`.
+    pub tls: NatsTls,
     /// `TANDEM_NATS_REPLICAS`: stream and bucket replicas (1; 3 on a cluster).
     pub replicas: usize,
     /// `TANDEM_QUEUE_MAX_JOBS`: jobs waiting at most; past it submissions get 429.
@@ -59,11 +71,30 @@ pub struct NatsSettings {
     pub job_ttl: Duration,
 }
 
+impl std::fmt::Debug for NatsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsSettings")
+            .field("url", &self.redacted_url())
+            .field("auth", &self.auth)
+            .field("tls", &self.tls)
+            .field("replicas", &self.replicas)
+            .field("queue_max_jobs", &self.queue_max_jobs)
+            .field("queue_max_bytes", &self.queue_max_bytes)
+            .field("duplicate_window", &self.duplicate_window)
+            .field("ack_wait", &self.ack_wait)
+            .field("max_deliver", &self.max_deliver)
+            .field("job_ttl", &self.job_ttl)
+            .finish()
+    }
+}
+
 impl NatsSettings {
     /// Reads the settings, recording bad values in `env`.
     pub fn from_env(env: &mut Env) -> Self {
         let settings = Self {
             url: env.string("TANDEM_NATS_URL", "nats://127.0.0.1:4222"),
+            auth: NatsAuth::from_env(env),
+            tls: NatsTls::from_env(env),
             replicas: env.parse("TANDEM_NATS_REPLICAS", 1),
             queue_max_jobs: env.parse("TANDEM_QUEUE_MAX_JOBS", 100_000),
             queue_max_bytes: env.parse("TANDEM_QUEUE_MAX_BYTES", 2 * 1024 * 1024 * 1024),
@@ -72,6 +103,7 @@ impl NatsSettings {
             max_deliver: env.parse("TANDEM_MAX_DELIVER", 8),
             job_ttl: env.seconds("TANDEM_JOB_TTL_SECS", Duration::from_secs(24 * 3600)),
         };
+        settings.check_servers(env);
         if settings.replicas == 0 || settings.replicas > 5 {
             env.error("TANDEM_NATS_REPLICAS must be between 1 and 5");
         }
@@ -95,27 +127,6 @@ impl NatsSettings {
         let mut env = Env::with_overrides([("TANDEM_NATS_URL", url.into())]);
         Self::from_env(&mut env)
     }
-}
-
-/// Connects, retrying in the background for ever: services start even while NATS is away and
-/// report it through readiness and 503s instead of crash-looping.
-pub async fn connect(
-    settings: &NatsSettings,
-    name: &str,
-) -> Result<async_nats::Client, async_nats::ConnectError> {
-    async_nats::ConnectOptions::new()
-        .name(name)
-        .retry_on_initial_connect()
-        .max_reconnects(None)
-        .event_callback(|event| async move {
-            match event {
-                async_nats::Event::Connected => tracing::info!("connected to NATS"),
-                async_nats::Event::Disconnected => tracing::warn!("disconnected from NATS"),
-                other => tracing::debug!(event = %other, "NATS event"),
-            }
-        })
-        .connect(&settings.url)
-        .await
 }
 
 /// The jobs stream's configuration.
@@ -185,7 +196,23 @@ pub async fn ensure_jobs_bucket(
         num_replicas: settings.replicas,
         ..Default::default()
     };
-    Ok(js.create_or_update_key_value(config).await?)
+    let store = js.create_or_update_key_value(config).await?;
+    if settings.replicas == 1 {
+        return Ok(store);
+    }
+    // Replicated: reads go to the stream leader. The client creates buckets with "direct get",
+    // which lets any replica answer a read, and a lagging one answers with an old revision or
+    // "no such key" (nats-server issues 4710, 6557): a worker finishing a job would then find no
+    // record to write its result into. Leader reads cost a little latency, nothing else.
+    let stream_name = format!("KV_{JOBS_BUCKET}");
+    let mut stream = js.get_stream(&stream_name).await?;
+    let mut config = stream.info().await?.config.clone();
+    if config.allow_direct {
+        config.allow_direct = false;
+        js.update_stream(config).await?;
+    }
+    // A handle that knows direct get is off.
+    Ok(js.get_key_value(JOBS_BUCKET).await?)
 }
 
 /// Creates the images object store (bigger images than a message can carry).
@@ -207,3 +234,6 @@ pub async fn ensure_images_bucket(
             .await?),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use crate::{
     job::{JobId, JobRecord},
     nats::IDEMPOTENCY_KEY_PREFIX,
+    telemetry,
 };
 
 /// A record with the KV revision it was read at (also the SSE event id).
@@ -79,10 +80,13 @@ impl JobStore {
     }
 
     /// Stores a new record; `Ok(None)` if one already exists under that id.
+    #[tracing::instrument(name = "kv.create", skip_all, fields(job_id = %record.id))]
     pub async fn create(&self, record: &JobRecord) -> Result<Option<u64>, StoreError> {
+        let mut record = record.clone();
+        record.traceparent = telemetry::traceparent(&tracing::Span::current());
         match self
             .kv
-            .create(record.id.to_string(), Self::encode(record))
+            .create(record.id.to_string(), Self::encode(&record))
             .await
         {
             Ok(revision) => Ok(Some(revision)),
@@ -103,11 +107,14 @@ impl JobStore {
     ///
     /// `change` returns `false` to leave the record as it is (for example, already final). The
     /// result is the record as stored afterwards, or `None` when there is no record.
+    #[tracing::instrument(name = "kv.update", skip_all, fields(job_id = %id))]
     pub async fn update(
         &self,
         id: JobId,
         mut change: impl FnMut(&mut JobRecord) -> bool,
     ) -> Result<Option<Versioned>, StoreError> {
+        // Each version names the step that wrote it, so its readers (SSE) join the same trace.
+        let traceparent = telemetry::traceparent(&tracing::Span::current());
         loop {
             let Some(mut current) = self.get(id).await? else {
                 return Ok(None);
@@ -115,6 +122,7 @@ impl JobStore {
             if !change(&mut current.record) {
                 return Ok(Some(current));
             }
+            current.record.traceparent.clone_from(&traceparent);
             match self
                 .kv
                 .update(

@@ -1,6 +1,8 @@
 // Tandem's page: send an image to POST /predict, show the fast label at once, then follow the
 // job's events (GET /job/<id>/events) until the slow model's label arrives. Plain JS, no
-// dependencies; everything it fetches is on this origin.
+// dependencies; everything it fetches is on this origin. With an API key (for a gateway that
+// requires one), every job request carries `Authorization: Bearer <key>`, and the events are
+// read with fetch, since EventSource cannot send headers.
 
 const FINAL = new Set(["succeeded", "failed", "cancelled"]);
 const EVENTS = ["queued", "running", "succeeded", "failed", "cancelled"];
@@ -32,6 +34,8 @@ const ui = {
   status: $("status"),
   history: $("history"),
   historyEmpty: $("history-empty"),
+  key: $("api-key"),
+  keyBox: $("key-box"),
 };
 
 /** This page's jobs, newest first (nothing is stored anywhere else). */
@@ -254,6 +258,40 @@ function remember(job) {
   }
 }
 
+// ---- the API key: kept in this tab's sessionStorage only ----
+
+const KEY_STORE = "tandem.apiKey";
+
+function storedKey() {
+  try {
+    return sessionStorage.getItem(KEY_STORE) || "";
+  } catch {
+    return ""; // storage disabled: the key lives in the field only
+  }
+}
+
+ui.key.value = storedKey();
+ui.keyBox.open = Boolean(ui.key.value);
+ui.key.addEventListener("input", () => {
+  try {
+    const key = ui.key.value.trim();
+    if (key) sessionStorage.setItem(KEY_STORE, key);
+    else sessionStorage.removeItem(KEY_STORE);
+  } catch {
+    // Not kept: fine.
+  }
+});
+
+function authHeaders() {
+  const key = ui.key.value.trim();
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
+function askForKey() {
+  ui.keyBox.open = true;
+  ui.key.focus();
+}
+
 // ---- talking to the gateway ----
 
 async function submit(blob, name) {
@@ -273,7 +311,7 @@ async function submit(blob, name) {
   try {
     response = await fetch("/predict", {
       method: "POST",
-      headers: { "Content-Type": type, Accept: "application/json" },
+      headers: { "Content-Type": type, Accept: "application/json", ...authHeaders() },
       body: blob,
     });
     body = await response.json().catch(() => null);
@@ -284,6 +322,7 @@ async function submit(blob, name) {
   }
   job.fastMs = performance.now() - job.t0;
   if (!response.ok) {
+    if (response.status === 401 || response.status === 403) askForKey();
     const reason = body?.error?.message || `the gateway answered HTTP ${response.status}`;
     job.error = `Not accepted: ${reason}`;
     update(job);
@@ -320,6 +359,10 @@ function apply(job, record) {
 
 /** Follows the job's events until a final state; polls if the stream cannot be opened. */
 function follow(job) {
+  if (authHeaders().Authorization) {
+    followWithKey(job);
+    return;
+  }
   const source = new EventSource(job.eventsUrl);
   job.source = source;
   const onEvent = (event) => {
@@ -340,11 +383,53 @@ function follow(job) {
   });
 }
 
+/** The same as `follow`, over fetch (which can send the key), resuming with Last-Event-ID. */
+async function followWithKey(job) {
+  const controller = new AbortController();
+  job.source = { close: () => controller.abort() };
+  let lastId = "";
+  for (let attempt = 0; attempt < 5 && !job.done && !job.forgotten; attempt += 1) {
+    try {
+      const headers = { Accept: "text/event-stream", ...authHeaders() };
+      if (lastId) headers["Last-Event-ID"] = lastId;
+      const response = await fetch(job.eventsUrl, { headers, signal: controller.signal });
+      if (!response.ok) break;
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value.replace(/\r\n?/g, "\n");
+        for (let end = buffer.indexOf("\n\n"); end >= 0; end = buffer.indexOf("\n\n")) {
+          const data = [];
+          for (const line of buffer.slice(0, end).split("\n")) {
+            if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+            else if (line.startsWith("id:")) lastId = line.slice(3).trim();
+          }
+          buffer = buffer.slice(end + 2);
+          if (!data.length) continue;
+          try {
+            apply(job, JSON.parse(data.join("\n")));
+          } catch {
+            // Not a record: skip it.
+          }
+        }
+      }
+    } catch {
+      if (controller.signal.aborted) return;
+    }
+    if (!job.done) await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+  if (!job.done && !job.forgotten) poll(job);
+}
+
 async function poll(job) {
   for (let i = 0; i < 120 && !job.done && !job.forgotten; i += 1) {
     await new Promise((resolve) => setTimeout(resolve, 1000));
     try {
-      const response = await fetch(job.jobUrl, { headers: { Accept: "application/json" } });
+      const response = await fetch(job.jobUrl, {
+        headers: { Accept: "application/json", ...authHeaders() },
+      });
       if (response.ok) apply(job, await response.json());
     } catch {
       // Try again on the next round.

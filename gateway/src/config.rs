@@ -2,6 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use crate::auth::ApiKeys;
 use tandem_core::{
     config::{Env, FromEnv},
     nats::NatsSettings,
@@ -32,6 +33,14 @@ pub struct GatewayConfig {
     pub sse_keepalive: Duration,
     /// `TANDEM_SHUTDOWN_GRACE_SECS` (default 10): how long draining may take.
     pub shutdown_grace: Duration,
+    /// `TANDEM_HEADER_READ_TIMEOUT_SECS` (default 10): a connection that has not sent a whole
+    /// request head this long after connecting (or after its previous response) is closed.
+    pub header_read_timeout: Duration,
+    /// `TANDEM_STALLED_WRITE_TIMEOUT_SECS` (default 30): a connection whose client takes none of
+    /// the response for this long (a stuck or deliberately slow reader) is closed.
+    pub stalled_write_timeout: Duration,
+    /// `TANDEM_API_KEYS_SUBMIT`, `TANDEM_API_KEYS_READ` (and `_FILE` variants): empty, no auth.
+    pub api_keys: ApiKeys,
     /// NATS connection, stream and bucket settings.
     pub nats: NatsSettings,
 }
@@ -53,6 +62,11 @@ impl FromEnv for GatewayConfig {
             max_image_pixels: env.parse("TANDEM_MAX_IMAGE_PIXELS", 40_000_000),
             sse_keepalive: env.seconds("TANDEM_SSE_KEEPALIVE_SECS", Duration::from_secs(15)),
             shutdown_grace: env.seconds("TANDEM_SHUTDOWN_GRACE_SECS", Duration::from_secs(10)),
+            header_read_timeout: env
+                .seconds("TANDEM_HEADER_READ_TIMEOUT_SECS", Duration::from_secs(10)),
+            stalled_write_timeout: env
+                .seconds("TANDEM_STALLED_WRITE_TIMEOUT_SECS", Duration::from_secs(30)),
+            api_keys: ApiKeys::from_env(env),
             nats: NatsSettings::from_env(env),
         };
         if !(1..=100).contains(&config.top_k) {
@@ -63,6 +77,11 @@ impl FromEnv for GatewayConfig {
         }
         if config.sse_keepalive.is_zero() {
             env.error("TANDEM_SSE_KEEPALIVE_SECS must be at least 1");
+        }
+        if config.header_read_timeout.is_zero() || config.stalled_write_timeout.is_zero() {
+            env.error(
+                "TANDEM_HEADER_READ_TIMEOUT_SECS and TANDEM_STALLED_WRITE_TIMEOUT_SECS must be at least 1",
+            );
         }
         config
     }

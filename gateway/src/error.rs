@@ -7,9 +7,12 @@ use std::time::Duration;
 
 use axum::{
     Json,
+    extract::Request,
     http::{HeaderValue, StatusCode, header},
+    middleware::Next,
     response::{IntoResponse, Response},
 };
+use http_body_util::BodyExt as _;
 use serde_json::{Map, Value, json};
 
 /// A failed request.
@@ -50,6 +53,16 @@ pub enum ApiError {
     InvalidIdempotencyKey,
     #[error("no such route")]
     NotFound,
+    #[error("this route does not allow this method")]
+    MethodNotAllowed,
+    #[error("the request is malformed: {0}")]
+    BadRequest(String),
+    #[error("this route needs an API key: send the header `Authorization: Bearer <key>`")]
+    MissingApiKey,
+    #[error("{0}")]
+    InvalidApiKey(&'static str),
+    #[error("this API key may only read jobs: submitting and cancelling need a submit key")]
+    InsufficientScope,
     #[error("no job with id {0:?}")]
     JobNotFound(String),
     #[error("too late to cancel: the job has already {status}")]
@@ -86,7 +99,11 @@ impl ApiError {
             | Self::InvalidBase64(_)
             | Self::InvalidMultipart(_)
             | Self::NoFilePart
-            | Self::InvalidIdempotencyKey => StatusCode::BAD_REQUEST,
+            | Self::InvalidIdempotencyKey
+            | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::MissingApiKey | Self::InvalidApiKey(_) => StatusCode::UNAUTHORIZED,
+            Self::InsufficientScope => StatusCode::FORBIDDEN,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTooLarge { .. } | Self::ImageTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotAnImage | Self::CorruptImage(_) | Self::ImageRejected(_) => {
@@ -120,6 +137,11 @@ impl ApiError {
             Self::ImageRejected(_) => "image_rejected",
             Self::InvalidIdempotencyKey => "invalid_idempotency_key",
             Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::BadRequest(_) => "bad_request",
+            Self::MissingApiKey => "missing_api_key",
+            Self::InvalidApiKey(_) => "invalid_api_key",
+            Self::InsufficientScope => "insufficient_scope",
             Self::JobNotFound(_) => "job_not_found",
             Self::TooLate { .. } => "too_late",
             Self::QueueFull { .. } => "queue_full",
@@ -146,6 +168,14 @@ impl IntoResponse for ApiError {
             json!({ "code": self.code(), "message": self.to_string() }),
         );
         let mut retry_after = None;
+        let challenge = match &self {
+            Self::MissingApiKey => Some("Bearer realm=\"tandem\""),
+            Self::InvalidApiKey(_) => Some("Bearer realm=\"tandem\", error=\"invalid_token\""),
+            Self::InsufficientScope => {
+                Some("Bearer realm=\"tandem\", error=\"insufficient_scope\", scope=\"submit\"")
+            }
+            _ => None,
+        };
         match self {
             Self::TooLate { extra, .. } => body.extend(extra),
             Self::QueueFull {
@@ -168,6 +198,12 @@ impl IntoResponse for ApiError {
         {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
+        if let Some(challenge) = challenge {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
         response
     }
 }
@@ -180,4 +216,42 @@ impl From<tandem_core::store::StoreError> for ApiError {
             extra: Map::new(),
         }
     }
+}
+
+/// Makes the errors axum answers by itself JSON too: 405 (a known route, another method; its
+/// `Allow` header is kept) and 400 (a path it cannot decode, e.g. `%FF` in a job id).
+pub async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json || !matches!(status.as_u16(), 400 | 404 | 405) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let error = match status {
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
+        StatusCode::NOT_FOUND => ApiError::NotFound,
+        _ => {
+            // axum's rejection texts are short and say what is wrong with the request.
+            let text = http_body_util::Limited::new(body, 1024)
+                .collect()
+                .await
+                .map(|c| String::from_utf8_lossy(&c.to_bytes()).trim().to_owned())
+                .unwrap_or_default();
+            ApiError::BadRequest(if text.is_empty() {
+                "bad request".to_owned()
+            } else {
+                text
+            })
+        }
+    };
+    let mut replaced = error.into_response();
+    if let Some(allow) = parts.headers.get(header::ALLOW) {
+        replaced.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    replaced
 }

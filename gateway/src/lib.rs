@@ -2,16 +2,19 @@
 //!
 //! Layout:
 //! - `config`: `GatewayConfig`, from the environment;
+//! - `auth`: the optional API keys on the job routes;
 //! - `error`: `ApiError`, the one mapping of failures to HTTP;
 //! - `image_input`: request formats to checked image bytes (header-only size check);
 //! - `queue`: JetStream: storing jobs, reaching job records;
 //! - `hub`: one KV watcher fanned out to SSE streams;
 //! - `routes`: the handlers (`page`, `predict`, `jobs`, `health`);
 //! - `openapi`: the OpenAPI document generated from the handlers' annotations;
-//! - `state`: `AppState`.
+//! - `state`: `AppState`;
+//! - `serve`: connections (header-read and stalled-write timeouts, the drain).
 //!
 //! [`run`] serves on a bound listener until the shutdown future resolves, then drains.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod hub;
@@ -19,13 +22,15 @@ pub mod image_input;
 pub mod openapi;
 pub mod queue;
 pub mod routes;
+pub mod serve;
 pub mod state;
 
 use std::{future::Future, sync::Arc};
 
 use axum::{
     Router,
-    routing::{get, post},
+    middleware::{from_fn, from_fn_with_state},
+    routing::{delete, get, post},
 };
 use tandem_core::model_client::ModelClient;
 use tokio::net::TcpListener;
@@ -35,22 +40,30 @@ pub use state::AppState;
 
 /// The routes (the HTTP contract: see the README's API section).
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    // Always open: the page and its files, health, metrics, this API's description.
+    let open = Router::new()
         .route("/", get(routes::page::index))
         .route("/assets/{file}", get(routes::page::page_asset))
         .route("/samples/{file}", get(routes::page::sample))
-        .route("/predict", post(routes::predict::predict))
-        .route(
-            "/job/{id}",
-            get(routes::jobs::get_job).delete(routes::jobs::cancel_job),
-        )
-        .route("/job/{id}/events", get(routes::jobs::job_events))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .route("/openapi.json", get(openapi::serve))
-        .route("/metrics", get(routes::metrics::metrics))
+        .route("/metrics", get(routes::metrics::metrics));
+    // A submit key, when keys are configured (see `auth`).
+    let submit = Router::new()
+        .route("/predict", post(routes::predict::predict))
+        .route("/job/{id}", delete(routes::jobs::cancel_job))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_submit));
+    // A read or submit key, when keys are configured.
+    let read = Router::new()
+        .route("/job/{id}", get(routes::jobs::get_job))
+        .route("/job/{id}/events", get(routes::jobs::job_events))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_read));
+    open.merge(submit)
+        .merge(read)
         .fallback(|| async { error::ApiError::NotFound })
-        .layer(axum::middleware::from_fn(routes::metrics::track))
+        .layer(from_fn(routes::metrics::track))
+        .layer(from_fn(error::json_errors))
         .with_state(state)
 }
 
@@ -66,7 +79,12 @@ pub async fn run(
     let queue = queue::Queue::start(&config.nats, config.publish_timeout).await?;
     let hub = hub::JobHub::default();
     let watcher = tokio::spawn(hub.clone().run_watcher(queue.clone()));
-    let grace = config.shutdown_grace;
+    let limits = serve::Limits {
+        header_read_timeout: config.header_read_timeout,
+        stalled_write_timeout: config.stalled_write_timeout,
+        grace: config.shutdown_grace,
+    };
+    log_access_control(&config.api_keys);
     let state = AppState {
         config: Arc::new(config),
         model,
@@ -75,22 +93,27 @@ pub async fn run(
     };
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    });
-    let mut stopped = stop_rx.clone();
-    tokio::select! {
-        result = server => result?,
-        () = async {
-            let _ = stopped.wait_for(|s| *s).await;
-            tokio::time::sleep(grace).await;
-        } => tracing::warn!(?grace, "drain took too long; closing open connections"),
-    }
+    serve::serve(listener, router(state), limits, shutdown).await;
     watcher.abort();
     // Open SSE streams hold no job state: dropping them is safe; flush what was published.
-    let _ = tokio::time::timeout(grace, queue.client.flush()).await;
+    let _ = tokio::time::timeout(limits.grace, queue.client.flush()).await;
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// Says at start whether the job routes need keys (never the keys themselves).
+fn log_access_control(keys: &auth::ApiKeys) {
+    if keys.enabled() {
+        let (submit_keys, read_keys) = keys.counts();
+        tracing::info!(
+            submit_keys,
+            read_keys,
+            "API keys required on POST /predict, GET/DELETE /job/<id> and /job/<id>/events"
+        );
+    } else {
+        tracing::warn!(
+            "no API keys configured (TANDEM_API_KEYS_SUBMIT, TANDEM_API_KEYS_READ): \
+             anyone who can reach the gateway may submit and read jobs"
+        );
+    }
 }

@@ -5,8 +5,10 @@ use tandem_gateway::GatewayConfig;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tandem_core::telemetry::init("tandem-gateway");
+    let telemetry = tandem_core::telemetry::init("tandem-gateway");
     let config = GatewayConfig::from_env_or_exit("tandem-gateway");
     let listener = tokio::net::TcpListener::bind(config.addr).await?;
-    tandem_gateway::run(listener, config, tandem_core::shutdown::signal()).await
+    let result = tandem_gateway::run(listener, config, tandem_core::shutdown::signal()).await;
+    telemetry.shutdown().await;
+    result
 }

@@ -5,7 +5,13 @@
 use axum::Json;
 use serde::Serialize;
 use tandem_core::job::{ClassScore, JobId, JobRecord, JobStatus, Prediction};
-use utoipa::{OpenApi, ToSchema};
+use utoipa::{
+    Modify, OpenApi, ToSchema,
+    openapi::{
+        Content, Ref, ResponseBuilder,
+        security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme},
+    },
+};
 
 use crate::routes;
 
@@ -76,6 +82,10 @@ pub struct ReadyReply {
 pub struct ReadyChecks {
     pub nats_connected: bool,
     pub jetstream_ready: bool,
+    pub stream_present: bool,
+    /// The workers' durable consumer; reported, but not required for readiness.
+    pub consumer_present: bool,
+    pub bucket_present: bool,
     pub fast_model_ready: bool,
 }
 
@@ -99,6 +109,7 @@ pub struct ReadyChecks {
         routes::metrics::metrics,
         serve,
     ),
+    modifiers(&ApiKeyAuth),
     components(schemas(
         PredictJson,
         PredictUpload,
@@ -116,6 +127,76 @@ pub struct ReadyChecks {
 )]
 #[derive(Debug)]
 pub struct ApiDoc;
+
+/// The optional API keys (see `auth`): the `api_key` bearer scheme on the job routes, with the
+/// role each needs, and their 401/403 answers.
+#[derive(Debug)]
+struct ApiKeyAuth;
+
+/// The routes that take a key, and the kind of key each needs.
+const PROTECTED: &[(&str, &str, &str)] = &[
+    ("/predict", "post", "submit"),
+    ("/job/{id}", "delete", "submit"),
+    ("/job/{id}", "get", "read"),
+    ("/job/{id}/events", "get", "read"),
+];
+
+impl Modify for ApiKeyAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "`Authorization: Bearer <key>`, needed only when the gateway has keys \
+                     configured (TANDEM_API_KEYS_SUBMIT / TANDEM_API_KEYS_READ). A submit key \
+                     may also read; a read key may only read.",
+                    ))
+                    .build(),
+            ),
+        );
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    Content::new(Some(Ref::from_schema_name("ErrorReply"))),
+                )
+                .build()
+        };
+        for (path, method, role) in PROTECTED {
+            let Some(item) = openapi.paths.paths.get_mut(*path) else {
+                continue;
+            };
+            let operation = match *method {
+                "post" => item.post.as_mut(),
+                "delete" => item.delete.as_mut(),
+                _ => item.get.as_mut(),
+            };
+            let Some(operation) = operation else {
+                continue;
+            };
+            // Either a key with this role, or none at all when the gateway has no keys.
+            operation.security = Some(vec![
+                SecurityRequirement::new("api_key", [*role]),
+                SecurityRequirement::default(),
+            ]);
+            let responses = &mut operation.responses.responses;
+            responses.insert(
+                "401".into(),
+                error("Keys are configured and the request has no valid one (`WWW-Authenticate: Bearer`)").into(),
+            );
+            if *role == "submit" {
+                responses.insert(
+                    "403".into(),
+                    error("A read key: submitting and cancelling need a submit key").into(),
+                );
+            }
+        }
+    }
+}
 
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "meta",

@@ -107,14 +107,20 @@ impl Queue {
 
     /// Stores a `queued` record and publishes the job; returns once JetStream acknowledged it,
     /// so a client never holds the id of a job that was not stored.
-    #[tracing::instrument(skip_all, fields(job_id = %id))]
+    /// The message carries this span's `traceparent`: the worker's span is its child.
+    #[tracing::instrument(name = "jobs.publish", skip_all, fields(
+        job_id = %id,
+        otel.kind = "producer",
+        messaging.system = "nats",
+        messaging.destination.name = contract::JOBS_SUBJECT,
+    ))]
     pub async fn submit(
         &self,
         id: JobId,
         image: Bytes,
         submitted_at: OffsetDateTime,
-        traceparent: Option<String>,
     ) -> Result<(), SubmitError> {
+        let traceparent = tandem_core::telemetry::traceparent(&tracing::Span::current());
         let parts = self
             .parts()
             .ok_or_else(|| SubmitError::Unavailable("not connected to JetStream yet".into()))?;

@@ -8,7 +8,13 @@ use tandem_model_server::ModelServerConfig;
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = ModelServerConfig::from_env_or_exit("tandem-model-server");
-    tandem_core::telemetry::init("tandem-model-server");
+    let telemetry = tandem_core::telemetry::init("tandem-model-server");
+    let served = serve(config).await;
+    telemetry.shutdown().await;
+    served
+}
+
+async fn serve(config: ModelServerConfig) -> ExitCode {
     let listener = match tokio::net::TcpListener::bind(config.addr).await {
         Ok(listener) => listener,
         Err(e) => {

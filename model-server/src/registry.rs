@@ -6,7 +6,12 @@ use std::{
     sync::{Arc, OnceLock},
 };
 
-use crate::{error::ModelError, repository::ModelSpec, runner::ModelRunner, runtime};
+use crate::{
+    error::ModelError,
+    repository::{Backend, ModelSpec},
+    runner::ModelRunner,
+    runtime,
+};
 
 /// Every model's only version.
 pub const VERSION: &str = "1";
@@ -82,16 +87,32 @@ impl Registry {
         self.models.values().all(|m| m.is_ready())
     }
 
-    /// Loads ONNX Runtime and every model's session (each on its own thread, in parallel).
-    /// The first failure is returned; the registry stays not ready.
+    /// Loads ONNX Runtime (unless every model is a null model) and every model's session
+    /// (each on its own thread, in parallel). The first failure is returned; the registry stays
+    /// not ready.
     pub async fn load_all(&self, dylib: PathBuf) -> anyhow::Result<()> {
-        let environment = tokio::task::spawn_blocking(move || runtime::environment(&dylib))
-            .await
-            .map_err(|e| anyhow::anyhow!("loading ONNX Runtime panicked: {e}"))??;
+        let needs_ort = self
+            .models
+            .values()
+            .any(|m| m.spec.backend == Backend::Onnx);
+        let environment = if needs_ort {
+            let environment = tokio::task::spawn_blocking(move || runtime::environment(&dylib))
+                .await
+                .map_err(|e| anyhow::anyhow!("loading ONNX Runtime panicked: {e}"))??;
+            Some(environment)
+        } else {
+            None
+        };
         let starts = self.models.values().map(|model| {
             let environment = environment.clone();
             async move {
-                let runner = ModelRunner::start(model.spec.clone(), environment).await?;
+                let runner = match (model.spec.backend, environment) {
+                    (Backend::Null, _) => ModelRunner::start_null(model.spec.clone())?,
+                    (Backend::Onnx, Some(environment)) => {
+                        ModelRunner::start(model.spec.clone(), environment).await?
+                    }
+                    (Backend::Onnx, None) => anyhow::bail!("ONNX Runtime was not loaded"),
+                };
                 // Set once: load_all runs once per registry.
                 let _ = model.runner.set(runner);
                 anyhow::Ok(())
@@ -99,5 +120,40 @@ impl Registry {
         });
         futures::future::try_join_all(starts).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_null_model_loads_without_onnx_runtime_and_scores_every_image_alike() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("null");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("config.toml"),
+            "backend = \"null\"\ninput_tensor = \"input\"\noutput_tensor = \"scores\"\n\
+             width = 2\nheight = 2\nscaling = { scale = 1.0, offset = 0.0 }\n",
+        )
+        .unwrap();
+        let spec = ModelSpec::load(&dir).unwrap();
+        assert_eq!(spec.backend, Backend::Null);
+        assert_eq!(spec.labels, ["null"], "no labels file: one class");
+
+        let registry = Registry::new(vec![spec]);
+        assert!(!registry.is_ready());
+        // No ONNX Runtime is needed: the library path is never opened.
+        registry
+            .load_all(Path::new("/nonexistent/libonnxruntime.so").to_path_buf())
+            .await
+            .unwrap();
+        assert!(registry.is_ready());
+        let runner = registry.get("null", "").unwrap().runner().unwrap();
+        let output = runner.infer(vec![0.5; 3 * 2 * 2 * 3], 3).await.unwrap();
+        assert_eq!(output, [0.0; 3], "three images, one class each, logit 0");
     }
 }

@@ -30,11 +30,25 @@ pub enum OutputKind {
     Probabilities,
 }
 
+/// What runs the model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// An ONNX Runtime session on `onnx_file`.
+    #[default]
+    Onnx,
+    /// No model at all: every image gets the same scores (all logits 0), without ONNX Runtime.
+    /// For measuring what the plumbing around a model costs (`bench/`); needs no ONNX file.
+    Null,
+}
+
 /// One model, fully validated except for what only the ONNX session can tell.
 #[derive(Debug, Clone)]
 pub struct ModelSpec {
     /// The name clients use (`config.toml` `name`, default: the folder name).
     pub name: String,
+    /// ONNX Runtime, or the null model.
+    pub backend: Backend,
     /// The `config.toml` this came from (for error messages).
     pub config_path: PathBuf,
     /// The ONNX file.
@@ -88,6 +102,16 @@ impl ModelSpec {
             .unwrap_or_default();
         let mut spec = Self::parse(&config_path, &folder, &text)?;
         spec.onnx_path = dir.join(&spec.onnx_path);
+        spec.labels_path = dir.join(&spec.labels_path);
+        if spec.backend == Backend::Null {
+            // No weights; labels only if the folder has them, else one class named "null".
+            spec.labels = match std::fs::read_to_string(&spec.labels_path) {
+                Ok(text) => parse_labels(&text)
+                    .with_context(|| format!("{}: field `labels_file`", config_path.display()))?,
+                Err(_) => vec!["null".to_owned()],
+            };
+            return Ok(spec);
+        }
         if !spec.onnx_path.is_file() {
             bail!(
                 "{}: field `onnx_file`: {} does not exist",
@@ -95,7 +119,6 @@ impl ModelSpec {
                 spec.onnx_path.display()
             );
         }
-        spec.labels_path = dir.join(&spec.labels_path);
         let labels_text = std::fs::read_to_string(&spec.labels_path).with_context(|| {
             format!(
                 "{}: field `labels_file`: cannot read {}",
@@ -191,6 +214,7 @@ impl ModelSpec {
         }
         Ok(Self {
             name,
+            backend: raw.backend,
             config_path: config_path.to_path_buf(),
             onnx_path: PathBuf::from(raw.onnx_file),
             labels_path: PathBuf::from(raw.labels_file),
@@ -287,6 +311,8 @@ pub fn parse_labels(text: &str) -> anyhow::Result<Vec<String>> {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     name: Option<String>,
+    #[serde(default)]
+    backend: Backend,
     #[serde(default = "default_onnx")]
     onnx_file: String,
     #[serde(default = "default_labels")]

@@ -26,6 +26,7 @@ fn defaults_fill_the_optional_fields() {
     assert_eq!(spec.intra_op_threads, 1);
     assert_eq!(spec.max_batch_size, 8);
     assert_eq!(spec.max_queue_delay, Duration::ZERO);
+    assert_eq!(spec.backend, Backend::Onnx);
     assert_eq!(
         spec.preprocess.scaling,
         Scaling::Affine {
@@ -146,6 +147,34 @@ fn toml_errors_name_the_file_and_the_key() {
         layout.contains("layout") && layout.contains("NHWC"),
         "{layout}"
     );
+
+    let backend = parse(&format!("backend = \"tensorrt\"\n{MINIMAL}"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        backend.contains("backend") && backend.contains("null"),
+        "{backend}"
+    );
+}
+
+#[test]
+fn a_null_model_needs_no_onnx_file_and_may_have_labels() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("n");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("config.toml"),
+        format!("backend = \"null\"\n{MINIMAL}"),
+    )
+    .unwrap();
+    let spec = ModelSpec::load(&dir).unwrap();
+    assert_eq!(spec.backend, Backend::Null);
+    assert_eq!(spec.labels, ["null"]);
+    std::fs::write(dir.join("labels.txt"), "cat\ndog\n").unwrap();
+    assert_eq!(ModelSpec::load(&dir).unwrap().labels, ["cat", "dog"]);
+    std::fs::write(dir.join("labels.txt"), "cat\n\n").unwrap();
+    let err = ModelSpec::load(&dir).unwrap_err();
+    assert!(format!("{err:#}").contains("labels_file"), "{err:#}");
 }
 
 #[test]
@@ -228,8 +257,11 @@ fn the_vendored_models_are_valid() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
     let specs = load_repository(&root).unwrap();
     let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["efficientnet_lite0", "efficientnet_lite2"]);
-    for spec in &specs {
+    assert_eq!(names, ["efficientnet_lite0", "efficientnet_lite2", "null"]);
+    assert_eq!(specs[2].backend, Backend::Null);
+    assert_eq!(specs[2].labels, ["null"]);
+    for spec in &specs[..2] {
+        assert_eq!(spec.backend, Backend::Onnx);
         assert_eq!(spec.num_classes(), 1000);
         assert_eq!(spec.labels[285], "Egyptian cat");
         assert_eq!(spec.labels[967], "espresso");

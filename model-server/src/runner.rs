@@ -95,6 +95,26 @@ impl ModelRunner {
         Ok(Self { name, queue })
     }
 
+    /// Starts the thread of a `backend = "null"` model: batched like any model, but every image
+    /// gets all-zero logits at once, without ONNX Runtime (see `bench/`).
+    pub fn start_null(spec: Arc<ModelSpec>) -> anyhow::Result<Self> {
+        let (queue, jobs) = sync_channel(QUEUE_CAPACITY);
+        let name = spec.name.clone();
+        let classes = spec.num_classes();
+        std::thread::Builder::new()
+            .name(format!("model-{name}"))
+            .spawn(move || {
+                serve(
+                    &jobs,
+                    spec.max_batch_size,
+                    spec.max_queue_delay,
+                    |_, batch| Ok(vec![0.0; batch * classes]),
+                );
+            })
+            .context("cannot start a model thread")?;
+        Ok(Self { name, queue })
+    }
+
     /// Queues `images` prepared images and waits for their output (`images * classes` values).
     pub async fn infer(&self, input: Vec<f32>, images: usize) -> Result<Vec<f32>, ModelError> {
         let (reply, output) = oneshot::channel();

@@ -11,6 +11,7 @@ use tandem_proto::{
 };
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use crate::{
     error::ModelError,
@@ -44,6 +45,7 @@ impl InferenceService {
 
     /// Decodes and prepares every image on the blocking pool, images in parallel, into one
     /// batch tensor. The first failing image (by index) is the error.
+    #[tracing::instrument(name = "preprocess", skip_all, fields(images = images.len()))]
     async fn prepare(
         &self,
         spec: &Arc<ModelSpec>,
@@ -76,7 +78,6 @@ impl InferenceService {
     }
 
     /// ModelInfer, with errors still typed.
-    #[tracing::instrument(skip_all, fields(model = %request.model_name, id = %request.id))]
     async fn infer(
         &self,
         mut request: ModelInferRequest,
@@ -95,7 +96,10 @@ impl InferenceService {
             Input::Tensor(values) => values,
             Input::Images(images) => self.prepare(spec, images).await?,
         };
-        let output = runner.infer(tensor, batch).await?;
+        let output = runner
+            .infer(tensor, batch)
+            .instrument(tracing::info_span!("run", images = batch))
+            .await?;
         tracing::debug!(images = batch, "inferred");
         Ok(request::response(
             &request,
@@ -175,7 +179,19 @@ impl GrpcInferenceService for InferenceService {
         &self,
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
+        // A server span continuing the caller's trace (W3C `traceparent` in the metadata).
+        let span = tracing::info_span!(
+            "ModelInfer",
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = "inference.GRPCInferenceService",
+            rpc.method = "ModelInfer",
+            model = %request.get_ref().model_name,
+            id = %request.get_ref().id,
+        );
+        tandem_core::telemetry::set_grpc_parent(&span, request.metadata());
         self.infer(request.into_inner())
+            .instrument(span)
             .await
             .map(Response::new)
             .map_err(Status::from)

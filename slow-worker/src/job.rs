@@ -14,8 +14,10 @@ use tandem_core::{
     model_client::{ClassifyError, ModelClient},
     slow_job::{ImageRef, SlowJob},
     store::JobStore,
+    telemetry,
 };
 use tokio::io::AsyncReadExt as _;
+use tracing::Instrument as _;
 
 use crate::config::WorkerConfig;
 
@@ -58,15 +60,28 @@ impl Outcome {
     }
 }
 
-/// Processes one delivered message to the end, and counts how it ended.
-#[tracing::instrument(skip_all, fields(job_id, delivered))]
+/// Processes one delivered message to the end, and counts how it ended. The work is a
+/// consumer span in the trace of the request that published the job (its `traceparent`).
 pub async fn process(ctx: Arc<JobContext>, msg: Message) -> Outcome {
     let delivered = msg.info().map(|i| i.delivered).unwrap_or(1);
-    tracing::Span::current().record("delivered", delivered);
+    let span = tracing::info_span!(
+        "jobs.process",
+        otel.kind = "consumer",
+        messaging.system = "nats",
+        messaging.destination.name = %msg.subject,
+        job_id = tracing::field::Empty,
+        delivered,
+    );
+    telemetry::set_remote_parent(&span, |name| {
+        msg.headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str())
+    });
     if delivered > 1 {
         metrics::counter!("tandem_worker_redeliveries_total").increment(1);
     }
-    let outcome = run_delivery(&ctx, &msg, delivered).await;
+    let outcome = run_delivery(&ctx, &msg, delivered).instrument(span).await;
     metrics::counter!("tandem_worker_jobs_total", "outcome" => outcome.as_str()).increment(1);
     if outcome == Outcome::Retrying {
         metrics::counter!("tandem_worker_retries_total").increment(1);
@@ -243,8 +258,27 @@ async fn finish(
             tracing::info!(status = stored.record.status.as_str(), "result discarded");
             Outcome::Skipped
         }
-        Ok(stored) => {
-            record_success(job, &prediction, stored.as_ref().map(|s| &s.record));
+        Ok(None) => {
+            // The record vanished while the model ran (expired, or its bucket re-created):
+            // write the result as a new record rather than acknowledge a result stored nowhere.
+            let mut record = JobRecord::queued(job.id, job.submitted_at);
+            record.attempts = 1;
+            record.slow = Some(prediction.clone());
+            record.transition(JobStatus::Succeeded);
+            match ctx.store.create(&record).await {
+                Ok(_) => {
+                    tracing::warn!("job record was gone; result stored as a new record");
+                    Box::pin(finish(ctx, msg, job, prediction, delivered)).await
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "result not stored; retrying the job");
+                    ack(msg, AckKind::Nak(Some(ctx.config.retry_delay(delivered)))).await;
+                    Outcome::Retrying
+                }
+            }
+        }
+        Ok(Some(stored)) => {
+            record_success(job, &prediction, Some(&stored.record));
             // Double ack: the server confirms, so a lost ack cannot look like success.
             if let Err(e) = msg.double_ack().await {
                 tracing::warn!(error = %e, "ack not confirmed; a redelivery will be skipped");

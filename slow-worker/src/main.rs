@@ -5,13 +5,15 @@ use tandem_slow_worker::WorkerConfig;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tandem_core::telemetry::init("tandem-slow-worker");
+    let telemetry = tandem_core::telemetry::init("tandem-slow-worker");
     let config = WorkerConfig::from_env_or_exit("tandem-slow-worker");
     let ops = tokio::net::TcpListener::bind(config.http_addr).await?;
-    Box::pin(tandem_slow_worker::run_with_ops(
+    let result = Box::pin(tandem_slow_worker::run_with_ops(
         config,
         Some(ops),
         tandem_core::shutdown::signal(),
     ))
-    .await
+    .await;
+    telemetry.shutdown().await;
+    result
 }

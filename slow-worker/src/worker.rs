@@ -48,12 +48,18 @@ struct WorkerReadiness {
 impl Readiness for WorkerReadiness {
     async fn checks(&self) -> Vec<(&'static str, bool)> {
         let nats = self.client.connection_state() == async_nats::connection::State::Connected;
-        let slow_model = self.model.model_ready(&self.slow_model).await;
-        vec![
+        let js = async_nats::jetstream::new(self.client.clone());
+        let (slow_model, present) = tokio::join!(
+            self.model.model_ready(&self.slow_model),
+            tandem_core::metrics::jetstream_checks(&js),
+        );
+        let mut checks = vec![
             ("nats_connected", nats),
             ("jetstream_ready", self.set_up.load(Ordering::Relaxed)),
-            ("slow_model_ready", slow_model),
-        ]
+        ];
+        checks.extend(present);
+        checks.push(("slow_model_ready", slow_model));
+        checks
     }
 }
 
@@ -101,6 +107,11 @@ pub async fn run_with_ops(
         () = &mut shutdown => return Ok(()),
     };
     readiness.set_up.store(true, Ordering::Relaxed);
+    // Fetching before the slow model is loaded would only spend a delivery on a retry.
+    tokio::select! {
+        () = wait_for_model(&model, &config.slow_model) => {}
+        () = &mut shutdown => return Ok(()),
+    }
     let ctx = Arc::new(JobContext {
         config: config.clone(),
         model,
@@ -204,6 +215,24 @@ async fn set_up(
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
+    }
+}
+
+/// Waits until the model server says `name` is ready, saying so every 10 s while it waits
+/// (a model still loading, a model server not up yet, or a wrong `TANDEM_SLOW_MODEL`).
+async fn wait_for_model(model: &ModelClient, name: &str) {
+    let started = tokio::time::Instant::now();
+    let mut last_note = started;
+    while !model.model_ready(name).await {
+        if last_note.elapsed() >= Duration::from_secs(10) {
+            last_note = tokio::time::Instant::now();
+            tracing::warn!(
+                model = name,
+                waited = ?started.elapsed(),
+                "slow model not ready on the model server; not taking jobs yet"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

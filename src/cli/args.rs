@@ -25,6 +25,17 @@ pub struct Cli {
     )]
     pub url: String,
 
+    /// The API key, for a gateway that requires one (sent as `Authorization: Bearer <KEY>`).
+    /// Prefer the environment variable: a command line is visible to other users.
+    #[arg(
+        long,
+        global = true,
+        env = "TANDEM_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub api_key: Option<String>,
+
     #[command(subcommand)]
     pub command: Command,
 }

@@ -22,8 +22,9 @@ pub struct Api {
 }
 
 impl Api {
-    /// A client of the gateway at `base` (`http://host:port`, optionally with a path prefix).
-    pub fn new(base: &str) -> Result<Self, CliError> {
+    /// A client of the gateway at `base` (`http://host:port`, optionally with a path prefix),
+    /// sending `api_key` with every request when there is one.
+    pub fn new(base: &str, api_key: Option<&str>) -> Result<Self, CliError> {
         let base = base.trim();
         let base = if base.is_empty() {
             super::args::DEFAULT_URL
@@ -65,7 +66,19 @@ impl Api {
                 "--url {base:?}: give the gateway's base URL, without ? or #"
             )));
         }
+        let mut headers = header::HeaderMap::new();
+        if let Some(key) = api_key.map(str::trim).filter(|k| !k.is_empty()) {
+            let mut value = header::HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+                CliError::Usage(
+                    "the API key (--api-key or TANDEM_API_KEY) has characters an HTTP header cannot carry"
+                        .to_owned(),
+                )
+            })?;
+            value.set_sensitive(true);
+            headers.insert(header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("tandem-cli/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -177,6 +190,10 @@ impl Api {
         let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         let error = &body["error"];
         let (code, message) = match (error["code"].as_str(), error["message"].as_str()) {
+            (Some(code), Some(message)) if status == StatusCode::UNAUTHORIZED => (
+                code.to_owned(),
+                format!("{message} (give the key with --api-key or TANDEM_API_KEY)"),
+            ),
             (Some(code), Some(message)) => (code.to_owned(), message.to_owned()),
             _ => (
                 status
@@ -249,26 +266,37 @@ mod tests {
     #[test]
     fn base_urls_are_checked_and_normalised() {
         assert_eq!(
-            Api::new("http://127.0.0.1:8000/").unwrap().base(),
+            Api::new("http://127.0.0.1:8000/", None).unwrap().base(),
             "http://127.0.0.1:8000"
         );
         assert_eq!(
-            Api::new("http://gw.example/tandem/").unwrap().base(),
+            Api::new("http://gw.example/tandem/", None).unwrap().base(),
             "http://gw.example/tandem"
         );
-        assert_eq!(Api::new("  ").unwrap().base(), "http://127.0.0.1:8000");
+        assert_eq!(
+            Api::new("  ", None).unwrap().base(),
+            "http://127.0.0.1:8000"
+        );
         assert!(matches!(
-            Api::new("https://gw.example"),
+            Api::new("https://gw.example", None),
             Err(CliError::Usage(_))
         ));
         assert_eq!(
-            Api::new("localhost:8000").unwrap().base(),
+            Api::new("localhost:8000", None).unwrap().base(),
             "http://localhost:8000"
         );
         assert!(matches!(
-            Api::new("ftp://gw.example"),
+            Api::new("ftp://gw.example", None),
             Err(CliError::Usage(_))
         ));
-        assert!(matches!(Api::new("not a url"), Err(CliError::Usage(_))));
+        assert!(matches!(
+            Api::new("not a url", None),
+            Err(CliError::Usage(_))
+        ));
+        assert!(Api::new("localhost:8000", Some("key-0123456789abcdef")).is_ok());
+        assert!(matches!(
+            Api::new("localhost:8000", Some("two\nlines")),
+            Err(CliError::Usage(_))
+        ));
     }
 }

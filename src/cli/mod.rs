@@ -49,7 +49,7 @@ pub fn main() -> ExitCode {
 
 /// Runs a parsed command line; returns the exit code.
 pub async fn run(cli: Cli) -> u8 {
-    let result = match Api::new(&cli.url) {
+    let result = match Api::new(&cli.url, cli.api_key.as_deref()) {
         Ok(api) => match cli.command {
             Command::Predict(args) => Ok(predict::run(&api, args).await),
             Command::Job(args) => job::run(&api, args).await,

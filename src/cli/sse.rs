@@ -351,7 +351,7 @@ mod tests {
             "{SSE_HEAD}: keep-alive\n\nid: 6\nevent: succeeded\ndata: {{\"status\":\"succeeded\",\"slow\":{{\"label\":\"espresso\"}}}}\n\n"
         );
         let (base, server) = fake_gateway(vec![first, second]);
-        let api = Api::new(&base).unwrap();
+        let api = Api::new(&base, None).unwrap();
         let mut statuses = Vec::new();
         let mut reconnects = 0;
         let last = follow(&api, "job-1", |progress| match progress {
@@ -374,7 +374,7 @@ mod tests {
              {\"error\":{\"code\":\"job_not_found\",\"message\":\"no job with id \\\"x\\\"\"}}"
                 .to_owned(),
         ]);
-        let api = Api::new(&base).unwrap();
+        let api = Api::new(&base, None).unwrap();
         let error = follow(&api, "x", |_| {}).await.unwrap_err();
         assert_eq!(error.code(), "job_not_found");
         assert_eq!(error.exit_code(), crate::cli::EXIT_FAILED);
@@ -391,7 +391,7 @@ mod tests {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             listener.local_addr().unwrap().port()
         };
-        let api = Api::new(&format!("http://127.0.0.1:{port}")).unwrap();
+        let api = Api::new(&format!("http://127.0.0.1:{port}"), None).unwrap();
         let mut reconnects = 0;
         let error = follow(&api, "x", |_| reconnects += 1).await.unwrap_err();
         assert!(matches!(error, CliError::Unreachable { .. }), "{error:?}");

@@ -120,9 +120,9 @@ async fn jobs_wait_and_retry_while_the_model_server_is_down() {
         env: vec![("TANDEM_MAX_DELIVER".into(), "50".into())],
     })
     .await;
-    let mut ids = Vec::new();
-    for _ in 0..5 {
-        ids.push(
+    let mut waiting = Vec::new();
+    for _ in 0..3 {
+        waiting.push(
             submit(&app, "coffee.jpg").await["job_id"]
                 .as_str()
                 .unwrap()
@@ -131,16 +131,52 @@ async fn jobs_wait_and_retry_while_the_model_server_is_down() {
     }
     let addr = app.model_server.as_ref().unwrap().addr();
     app.model_server.take().unwrap().stop().await.unwrap();
+
+    // A worker that has not yet seen the slow model ready takes no job: they wait, untouched.
     app.add_worker();
-    // Jobs are retried with backoff while the model server is away.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for id in &waiting {
+        let (_, job) = app.job(id).await;
+        assert_eq!(job["status"], "queued", "{job}");
+        assert_eq!(job["attempts"], 0, "{job}");
+    }
+    app.model_server = Some(crate::support::model_server::spawn_model_server_at(addr).await);
+    for id in &waiting {
+        let job = app.wait_final(id, FINAL).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+        assert_eq!(job["attempts"], 1, "{job}");
+    }
+
+    // A running worker whose model server goes away retries its jobs with backoff.
+    app.model_server.take().unwrap().stop().await.unwrap();
+    let js = jetstream(&app).await;
+    let mut retried = Vec::new();
+    for _ in 0..2 {
+        // Straight onto the stream: the gateway's fast path needs the model server too.
+        let id = JobId::new();
+        let (headers, payload) = SlowJob {
+            id,
+            image: ImageRef::Inline(photo("coffee.jpg").into()),
+            submitted_at: time::OffsetDateTime::now_utc(),
+            msg_id: id.to_string(),
+            traceparent: None,
+        }
+        .to_message();
+        js.publish_with_headers(JOBS_SUBJECT, headers, payload)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        retried.push(id.to_string());
+    }
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (_, job) = app.job(&ids[0]).await;
+    let (_, job) = app.job(&retried[0]).await;
     assert_ne!(job["status"], "succeeded");
     assert_ne!(job["status"], "failed", "{job}");
     assert!(job["error"].as_str().unwrap().contains("retrying"), "{job}");
 
     app.model_server = Some(crate::support::model_server::spawn_model_server_at(addr).await);
-    for id in &ids {
+    for id in &retried {
         let job = app.wait_final(id, FINAL).await;
         assert_eq!(job["status"], "succeeded", "{job}");
         assert_eq!(job["slow"]["label"], "espresso");

@@ -12,13 +12,18 @@
 
 mod support;
 
+mod auth;
 mod cli;
 mod compose;
 mod deployment;
 mod durability;
 mod fast_path;
+mod fuzz_regressions;
+mod hostile;
 mod model_server;
+mod nats_auth;
 mod observability;
 mod openapi;
 mod slow_path;
+mod traces;
 mod web_page;

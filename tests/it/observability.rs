@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::Value;
+use tandem_core::nats as contract;
 
 use crate::support::{
     app::{AppOptions, TestApp, spawn_app, spawn_app_with},
@@ -269,4 +270,41 @@ async fn worker_readiness_follows_nats() {
     app.nats.restart();
     let body = wait_status(&app, &readyz, StatusCode::OK).await;
     assert_eq!(body["checks"]["nats_connected"], true, "{body}");
+}
+
+#[tokio::test]
+async fn readiness_checks_that_the_stream_consumer_and_bucket_exist_now() {
+    let app = spawn_app().await;
+    let worker_readyz = format!("{}/readyz", app.worker_ops[0]);
+    let gateway_readyz = app.url("/readyz");
+    wait_status(&app, &worker_readyz, StatusCode::OK).await;
+    let body = wait_status(&app, &gateway_readyz, StatusCode::OK).await;
+    for check in ["stream_present", "consumer_present", "bucket_present"] {
+        assert_eq!(body["checks"][check], true, "{body}");
+    }
+    let client = async_nats::connect(app.nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+
+    // The workers' consumer gone: the worker is not ready until it has re-created it; the
+    // gateway stays ready (jobs wait in the stream).
+    let stream = js.get_stream(contract::JOBS_STREAM).await.unwrap();
+    stream
+        .delete_consumer(contract::WORKER_CONSUMER)
+        .await
+        .unwrap();
+    let body = wait_status(&app, &worker_readyz, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(body["checks"]["consumer_present"], false, "{body}");
+    let gateway = app.http.get(&gateway_readyz).send().await.unwrap();
+    assert_eq!(gateway.status(), StatusCode::OK);
+    wait_status(&app, &worker_readyz, StatusCode::OK).await;
+
+    // The records bucket gone: the gateway cannot serve jobs, and says so until it is back.
+    js.delete_key_value(contract::JOBS_BUCKET).await.unwrap();
+    let body = wait_status(&app, &gateway_readyz, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(body["checks"]["bucket_present"], false, "{body}");
+    contract::ensure_jobs_bucket(&js, &contract::NatsSettings::with_url(app.nats.url()))
+        .await
+        .unwrap();
+    let body = wait_status(&app, &gateway_readyz, StatusCode::OK).await;
+    assert_eq!(body["checks"]["bucket_present"], true, "{body}");
 }

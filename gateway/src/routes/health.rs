@@ -1,7 +1,7 @@
 //! `GET /healthz` (the process is alive) and `GET /readyz` (it can do its work).
 
 use axum::{Json, extract::State, http::StatusCode};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::state::AppState;
 
@@ -12,7 +12,9 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready: NATS connected, stream and buckets set up, the fast model loaded.
+/// Ready: NATS connected; the jobs stream and the records bucket present; the fast model
+/// loaded. `consumer_present` (the workers' durable consumer) is reported but does not gate:
+/// without workers, jobs wait durably in the stream and the fast path still works.
 #[utoipa::path(get, path = "/readyz", tag = "meta",
     responses(
         (status = 200, description = "Ready", body = crate::openapi::ReadyReply),
@@ -20,9 +22,30 @@ pub async fn healthz() -> Json<Value> {
     ))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let nats = state.queue.connected();
-    let jetstream = state.queue.parts().is_some();
-    let fast_model = state.model.model_ready(&state.config.fast_model).await;
-    let ready = nats && jetstream && fast_model;
+    let parts = state.queue.parts();
+    let present = async {
+        match parts {
+            Some(parts) => Some(tandem_core::metrics::jetstream_checks(&parts.js).await),
+            None => None,
+        }
+    };
+    let (fast_model, present) =
+        tokio::join!(state.model.model_ready(&state.config.fast_model), present);
+    let mut checks = Map::new();
+    checks.insert("nats_connected".into(), nats.into());
+    checks.insert("jetstream_ready".into(), parts.is_some().into());
+    let mut ready = nats && parts.is_some() && fast_model;
+    for (name, ok) in present.unwrap_or([
+        ("stream_present", false),
+        ("consumer_present", false),
+        ("bucket_present", false),
+    ]) {
+        checks.insert(name.into(), ok.into());
+        if name != "consumer_present" {
+            ready &= ok;
+        }
+    }
+    checks.insert("fast_model_ready".into(), fast_model.into());
     let status = if ready {
         StatusCode::OK
     } else {
@@ -30,13 +53,6 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     };
     (
         status,
-        Json(json!({
-            "ready": ready,
-            "checks": {
-                "nats_connected": nats,
-                "jetstream_ready": jetstream,
-                "fast_model_ready": fast_model,
-            }
-        })),
+        Json(json!({ "ready": ready, "checks": Value::Object(checks) })),
     )
 }

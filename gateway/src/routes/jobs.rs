@@ -13,8 +13,10 @@ use serde_json::{Map, Value, json};
 use tandem_core::{
     job::{JobId, JobRecord, JobStatus},
     store::{JobStore, Versioned},
+    telemetry,
 };
 use tokio::sync::broadcast::error::RecvError;
+use tracing::Instrument as _;
 
 use crate::{error::ApiError, queue::JetStreamParts, state::AppState};
 
@@ -158,7 +160,8 @@ pub async fn job_events(
                 // final state even when the client had already seen it.
                 if update.revision > sent {
                     sent = update.revision;
-                    if tx.send(event(&update)).await.is_err() {
+                    let delivery = tx.send(event(&update)).instrument(delivery_span(&update));
+                    if delivery.await.is_err() {
                         return;
                     }
                 }
@@ -175,6 +178,25 @@ pub async fn job_events(
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(state.config.sse_keepalive)))
+}
+
+/// A span for handing one version to the client, in the trace of the step that wrote it.
+fn delivery_span(update: &Versioned) -> tracing::Span {
+    let Some(traceparent) = update.record.traceparent.as_deref() else {
+        // Not traced upstream: a root span per event would only be noise.
+        return tracing::Span::none();
+    };
+    let span = tracing::info_span!(
+        "sse.deliver",
+        otel.kind = "producer",
+        job_id = %update.record.id,
+        status = update.record.status.as_str(),
+        revision = update.revision,
+    );
+    telemetry::set_remote_parent(&span, |name| {
+        (name == telemetry::TRACEPARENT).then_some(traceparent)
+    });
+    span
 }
 
 async fn latest(store: &JobStore, id: JobId) -> Option<Versioned> {

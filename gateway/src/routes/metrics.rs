@@ -1,4 +1,4 @@
-//! `GET /metrics` (Prometheus text) and the layer that measures every request.
+//! `GET /metrics` (Prometheus text) and the layer that measures and traces every request.
 
 use std::time::Instant;
 
@@ -7,7 +7,8 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use tandem_core::nats as contract;
+use tandem_core::{nats as contract, telemetry};
+use tracing::Instrument as _;
 
 use crate::state::AppState;
 
@@ -37,7 +38,8 @@ async fn refresh_queue_gauges(state: &AppState) {
 }
 
 /// Counts each request and times it to the response head, by matched route (never the raw
-/// path: ids would make a series each) and status.
+/// path: ids would make a series each) and status; and runs it in a server span that continues
+/// the caller's trace (W3C `traceparent`), when traces are exported.
 pub async fn track(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = request
@@ -45,7 +47,20 @@ pub async fn track(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = request.method().as_str().to_owned();
-    let response = next.run(request).await;
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        http.request.method = %method,
+        http.route = %route,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let headers = request.headers();
+    telemetry::set_remote_parent(&span, |name| {
+        headers.get(name).and_then(|v| v.to_str().ok())
+    });
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
     let labels = [
         ("method", method),
         ("route", route),

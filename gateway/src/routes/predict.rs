@@ -79,13 +79,15 @@ pub async fn predict(
         state.config.top_k,
         Default::default(),
     );
-    let submit = state.queue.submit(id, upload.bytes, submitted_at, None);
+    let submit = state.queue.submit(id, upload.bytes, submitted_at);
     let (fast, submitted) = tokio::join!(fast, submit);
 
     let fast = match fast {
         Ok(fast) => fast,
         Err(e) => {
-            if submitted.is_ok() {
+            // With an Idempotency-Key the client's retry finishes this same job (see above):
+            // withdrawing it would answer that retry with a job that never runs.
+            if submitted.is_ok() && idempotency_key.is_none() {
                 withdraw(&state, id, &e).await;
             }
             return Err(fast_error(e, &state.config.fast_model));

@@ -1,10 +1,6 @@
 //! Reading the deployment files and the binaries' configurations, for the checks in `mod.rs`.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::SocketAddr,
-    path::Path,
-};
+use std::{collections::BTreeMap, net::SocketAddr, path::Path};
 
 use crate::support::workspace_root;
 use serde_yaml_ng::Value;
@@ -23,22 +19,51 @@ pub(super) fn read(relative: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
-/// `docker-compose.yml`, parsed.
-pub(super) struct Compose(pub(super) Value);
+/// The single-server stack.
+pub(super) const SINGLE: &str = "docker-compose.yml";
+/// The variant on a 3-node NATS cluster.
+pub(super) const CLUSTER: &str = "docker-compose.cluster.yml";
+
+/// A compose file, parsed (YAML merge keys applied, as compose does).
+pub(super) struct Compose {
+    pub(super) file: &'static str,
+    pub(super) value: Value,
+}
 
 impl Compose {
+    /// `docker-compose.yml`.
     pub(super) fn load() -> Self {
-        let value: Value = serde_yaml_ng::from_str(&read("docker-compose.yml"))
-            .expect("docker-compose.yml is valid YAML");
-        Self(value)
+        Self::load_file(SINGLE)
+    }
+
+    pub(super) fn load_file(file: &'static str) -> Self {
+        let mut value: Value = serde_yaml_ng::from_str(&read(file))
+            .unwrap_or_else(|e| panic!("{file} is not valid YAML: {e}"));
+        value
+            .apply_merge()
+            .unwrap_or_else(|e| panic!("{file}: bad merge key: {e}"));
+        Self { file, value }
+    }
+
+    /// Every compose file of the repository.
+    pub(super) fn all() -> Vec<Self> {
+        [SINGLE, CLUSTER].into_iter().map(Self::load_file).collect()
+    }
+
+    /// The services running nats-server (the official `nats` image), by name.
+    pub(super) fn nats_services(&self) -> Vec<Service<'_>> {
+        self.services()
+            .into_values()
+            .filter(|s| s.string("image").is_some_and(|i| i.starts_with("nats:")))
+            .collect()
     }
 
     pub(super) fn services(&self) -> BTreeMap<String, Service<'_>> {
         let services = self
-            .0
+            .value
             .get("services")
             .and_then(Value::as_mapping)
-            .expect("docker-compose.yml has a `services` mapping");
+            .unwrap_or_else(|| panic!("{} has no `services` mapping", self.file));
         services
             .iter()
             .map(|(name, body)| {
@@ -51,7 +76,7 @@ impl Compose {
     pub(super) fn service(&self, name: &str) -> Service<'_> {
         self.services()
             .remove(name)
-            .unwrap_or_else(|| panic!("docker-compose.yml has no service `{name}`"))
+            .unwrap_or_else(|| panic!("{} has no service `{name}`", self.file))
     }
 
     /// The service whose command runs `binary` (exactly one must).
@@ -64,7 +89,8 @@ impl Compose {
         assert_eq!(
             found.len(),
             1,
-            "exactly one service must run {binary}, found {:?}",
+            "{}: exactly one service must run {binary}, found {:?}",
+            self.file,
             found.iter().map(|s| &s.name).collect::<Vec<_>>()
         );
         found.remove(0)
@@ -269,72 +295,6 @@ pub(super) fn scalar(value: &Value) -> String {
         Value::Null => String::new(),
         other => panic!("expected a scalar, found {other:?}"),
     }
-}
-
-/// `NAME=value` from a shell script (scripts/setup's pins).
-pub(super) fn shell_assignment(script: &str, name: &str) -> String {
-    let prefix = format!("{name}=");
-    script
-        .lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("no {name}=... line"))
-        .trim()
-        .to_owned()
-}
-
-/// `ARG NAME=value` from the Dockerfile.
-pub(super) fn dockerfile_arg(dockerfile: &str, name: &str) -> String {
-    let prefix = format!("ARG {name}=");
-    dockerfile
-        .lines()
-        .find_map(|line| line.trim().strip_prefix(&prefix))
-        .unwrap_or_else(|| panic!("the Dockerfile has no `ARG {name}=...` line"))
-        .trim()
-        .to_owned()
-}
-
-/// The images of the Dockerfile's `FROM` lines, in order.
-pub(super) fn dockerfile_bases(dockerfile: &str) -> Vec<String> {
-    dockerfile
-        .lines()
-        .filter_map(|line| line.trim().strip_prefix("FROM "))
-        .map(|rest| {
-            rest.split_whitespace()
-                .find(|word| !word.starts_with("--"))
-                .expect("FROM names an image")
-                .to_owned()
-        })
-        .collect()
-}
-
-/// Every binary the workspace builds: a package with `src/main.rs` builds one named after it,
-/// and each `[[bin]]` one more.
-pub(super) fn workspace_binaries() -> BTreeSet<String> {
-    let root: toml::Table = read("Cargo.toml").parse().expect("Cargo.toml");
-    let members = root["workspace"]["members"]
-        .as_array()
-        .expect("workspace.members")
-        .iter()
-        .map(|m| m.as_str().expect("member path").to_owned());
-    let mut binaries = BTreeSet::new();
-    for dir in std::iter::once(".".to_owned()).chain(members) {
-        let manifest: toml::Table = read(&format!("{dir}/Cargo.toml"))
-            .parse()
-            .expect("member manifest");
-        let package = manifest["package"]["name"].as_str().expect("package.name");
-        if workspace_root().join(&dir).join("src/main.rs").exists() {
-            binaries.insert(package.to_owned());
-        }
-        for bin in manifest
-            .get("bin")
-            .and_then(toml::Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            binaries.insert(bin["name"].as_str().expect("[[bin]] name").to_owned());
-        }
-    }
-    binaries
 }
 
 // ---- the binaries' configurations ---------------------------------------------------------------

@@ -213,20 +213,45 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Stops the in-process gateway as SIGTERM would (drain for `TANDEM_SHUTDOWN_GRACE_SECS`,
+    /// then close what is still open, SSE streams included), and starts a new one on the same
+    /// port. Returns once the old one has stopped, without waiting for the new one to be ready.
+    pub async fn restart_gateway(&mut self) {
+        let addr: std::net::SocketAddr = self
+            .gateway_api
+            .base
+            .trim_start_matches("http://")
+            .parse()
+            .expect("the gateway's base URL is http://IP:PORT");
+        let old = std::mem::replace(
+            &mut self.gateway,
+            Stoppable::spawn(|_| std::future::ready(Ok(()))),
+        );
+        old.stop().await.expect("the gateway stops cleanly");
+        // The old listener is closed; the port may linger for a moment.
+        let started = std::time::Instant::now();
+        let listener = loop {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => break listener,
+                Err(e) => {
+                    assert!(
+                        started.elapsed() < std::time::Duration::from_secs(10),
+                        "cannot bind {addr} again: {e}"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        };
+        let config =
+            tandem_gateway::GatewayConfig::from_source(Env::with_overrides(self.env.clone()))
+                .unwrap();
+        self.gateway =
+            Stoppable::spawn(move |shutdown| tandem_gateway::run(listener, config, shutdown));
+    }
+
     /// Starts a slow-worker as its own process (the real binary), for tests that SIGKILL it.
     pub fn spawn_worker_process(&self) -> WorkerProcess {
-        let exe = std::env::current_exe().unwrap();
-        // target/<profile>/deps/it-<hash> -> target/<profile>/tandem-slow-worker
-        let binary = exe
-            .parent()
-            .and_then(|deps| deps.parent())
-            .unwrap()
-            .join("tandem-slow-worker");
-        assert!(
-            binary.exists(),
-            "{} is missing: build the binaries first (scripts/test does: cargo build --workspace --bins)",
-            binary.display()
-        );
+        let binary = super::process::service_binary("tandem-slow-worker");
         Command::new(binary)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("RUST_LOG", "warn")

@@ -3,9 +3,12 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod cluster;
 pub mod gateway;
 pub mod model_server;
 pub mod nats;
+pub mod otlp;
+pub mod process;
 pub mod remote;
 pub mod sse;
 

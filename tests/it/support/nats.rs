@@ -17,9 +17,12 @@ pub struct NatsServer {
     port: u16,
     store: tempfile::TempDir,
     child: Option<Child>,
+    /// More command-line options (authentication, TLS, a config file).
+    args: Vec<String>,
 }
 
-fn binary() -> PathBuf {
+/// The nats-server executable the tests start.
+pub fn binary() -> PathBuf {
     if let Some(path) = std::env::var_os("TANDEM_NATS_SERVER") {
         return PathBuf::from(path);
     }
@@ -41,13 +44,25 @@ pub fn free_port() -> u16 {
 impl NatsServer {
     /// Starts a fresh server and waits until it accepts connections.
     pub fn start() -> Self {
+        Self::start_with_args(&[])
+    }
+
+    /// Starts a fresh server with more options (e.g. `--user U --pass P`, `--auth TOKEN`,
+    /// `--tls --tlscert F --tlskey F`, `-c FILE`), and waits until it accepts connections.
+    pub fn start_with_args(args: &[&str]) -> Self {
         let mut server = Self {
             port: free_port(),
             store: tempfile::tempdir().expect("temporary store"),
             child: None,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
         };
         server.launch();
         server
+    }
+
+    /// The client port.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// `nats://127.0.0.1:PORT`.
@@ -59,6 +74,7 @@ impl NatsServer {
         let child = Command::new(binary())
             .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
             .arg(self.store.path())
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -84,8 +84,9 @@ impl SseStream {
             let chunk = tokio::time::timeout_at(deadline, self.body.next())
                 .await
                 .ok()??;
-            self.buffer
-                .push_str(&String::from_utf8_lossy(&chunk.expect("SSE body chunk")));
+            // A connection cut by the server (e.g. a gateway restart) ends the stream too.
+            let Ok(chunk) = chunk else { return None };
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
         }
     }
 

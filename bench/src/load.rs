@@ -1,0 +1,129 @@
+//! Closed-loop load: N clients, each on its own keep-alive connection, sending the next request
+//! as soon as the previous answer is in, for a fixed time.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use hyper::Method;
+
+use crate::{
+    client::{self, Conn},
+    inputs::Photo,
+    stats::ms_since,
+};
+
+/// One request, sent again and again.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: Method,
+    pub path: &'static str,
+    pub content_type: Option<&'static str>,
+    pub body: Bytes,
+}
+
+impl Call {
+    /// `POST /predict` with the photo as a raw `image/*` body.
+    pub fn predict(photo: &Photo) -> Self {
+        Self {
+            method: Method::POST,
+            path: "/predict",
+            content_type: Some(photo.content_type),
+            body: photo.bytes.clone(),
+        }
+    }
+
+    /// `GET /healthz`: the HTTP stack alone.
+    pub fn healthz() -> Self {
+        Self {
+            method: Method::GET,
+            path: "/healthz",
+            content_type: None,
+            body: Bytes::new(),
+        }
+    }
+}
+
+/// What a load run saw.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// Latency of every successful request, milliseconds.
+    pub latencies: Vec<f64>,
+    /// `fast.inference_ms` of every `/predict` reply (the gateway's model call).
+    pub model_call_ms: Vec<f64>,
+    /// Requests answered with another status than 200, or failed.
+    pub errors: u64,
+    /// Successful requests per second, from the replies of the window's last two thirds.
+    pub per_sec: f64,
+}
+
+/// Runs `concurrency` clients sending `call` for `secs` seconds.
+pub async fn run(
+    addr: SocketAddr,
+    call: &Call,
+    concurrency: usize,
+    secs: f64,
+) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let end = started + Duration::from_secs_f64(secs);
+    // Throughput counts the replies of the last two thirds only: every client is busy from the
+    // start, but no reply arrives in the first round trip, which would bias a short window.
+    let counted_from = started + Duration::from_secs_f64(secs / 3.0);
+    let clients = (0..concurrency).map(|_| {
+        let call = call.clone();
+        tokio::spawn(async move { client_loop(addr, call, counted_from, end).await })
+    });
+    let mut outcome = Outcome::default();
+    let mut finished_in_window = 0usize;
+    for result in futures::future::join_all(clients).await {
+        let (one, in_window) = result??;
+        outcome.latencies.extend(one.latencies);
+        outcome.model_call_ms.extend(one.model_call_ms);
+        outcome.errors += one.errors;
+        finished_in_window += in_window;
+    }
+    outcome.per_sec = finished_in_window as f64 / (secs * 2.0 / 3.0);
+    Ok(outcome)
+}
+
+async fn client_loop(
+    addr: SocketAddr,
+    call: Call,
+    counted_from: Instant,
+    end: Instant,
+) -> anyhow::Result<(Outcome, usize)> {
+    let mut conn = Conn::connect(addr).await?;
+    let mut outcome = Outcome::default();
+    let mut in_window = 0;
+    while Instant::now() < end {
+        let t = Instant::now();
+        let sent = conn
+            .send(
+                call.method.clone(),
+                call.path,
+                call.content_type,
+                call.body.clone(),
+            )
+            .await;
+        match sent {
+            Ok((status, body)) if status.is_success() => {
+                outcome.latencies.push(ms_since(t));
+                let now = Instant::now();
+                if now >= counted_from && now <= end {
+                    in_window += 1;
+                }
+                if let Some(ms) = client::fast_inference_ms(&body) {
+                    outcome.model_call_ms.push(ms);
+                }
+            }
+            Ok(_) => outcome.errors += 1,
+            Err(_) => {
+                outcome.errors += 1;
+                conn = Conn::connect(addr).await?;
+            }
+        }
+    }
+    Ok((outcome, in_window))
+}

@@ -1,0 +1,169 @@
+//! The results: every measurement as JSON, the targets computed from them, markdown tables.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Settings,
+    fanout::Fanout,
+    fast::{Isolation, PredictPoint},
+    floor::Floor,
+    paired::Paired,
+    slow::{JobsRun, SubmitOnly},
+    stats::{Machine, Summary},
+};
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Results {
+    pub machine: Machine,
+    pub command: String,
+    pub git_commit: String,
+    pub started_at: String,
+    pub total_secs: f64,
+    pub settings: Settings,
+    pub floor: Option<Floor>,
+    pub http_floor: Option<Summary>,
+    /// The floor and the service measured in alternation (the targets' ratios).
+    #[serde(default)]
+    pub paired: Vec<Paired>,
+    pub predict: Vec<PredictPoint>,
+    pub slow_answer: Vec<JobsRun>,
+    pub isolation: Vec<Isolation>,
+    pub pipeline: Option<JobsRun>,
+    pub submit_only: Option<SubmitOnly>,
+    pub fanout: Option<Fanout>,
+    pub targets: Vec<Target>,
+}
+
+/// One target of the issue, checked against this run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Target {
+    pub target: String,
+    pub measured: String,
+    /// `None`: the rows it needs were not run.
+    pub met: Option<bool>,
+}
+
+fn target(text: &str, measured: Option<(String, bool)>) -> Target {
+    Target {
+        target: text.to_owned(),
+        measured: measured
+            .as_ref()
+            .map_or_else(|| "not measured".into(), |(m, _)| m.clone()),
+        met: measured.map(|(_, met)| met),
+    }
+}
+
+impl Results {
+    /// The shipped `/predict` point of `image` at `concurrency`.
+    pub fn point(&self, image: &str, concurrency: usize) -> Option<&PredictPoint> {
+        self.predict
+            .iter()
+            .find(|p| p.image == image && p.concurrency == concurrency && p.variant == "shipped")
+    }
+
+    /// The paired comparison named `what`.
+    pub fn paired(&self, what: &str) -> Option<&Paired> {
+        self.paired.iter().find(|p| p.what == what)
+    }
+
+    /// Computes the issue's targets from this run's numbers: the first three from the paired
+    /// (alternating) measurements, the rest from rows d, e and f.
+    pub fn compute_targets(&mut self) {
+        let mut targets = Vec::new();
+        targets.push(target(
+            "fast path p50 at concurrency 1 <= 1.15 x the fast model's floor latency",
+            self.paired("fast latency").map(|p| {
+                let ratio = p.service.p50_ms / p.floor.p50_ms;
+                (
+                    format!(
+                        "{:.2} ms = {ratio:.2} x {:.2} ms",
+                        p.service.p50_ms, p.floor.p50_ms
+                    ),
+                    ratio <= 1.15,
+                )
+            }),
+        ));
+        targets.push(target(
+            "fast path throughput >= 0.9 x the fast model's floor throughput (slow path idle)",
+            self.paired("fast throughput").map(|p| {
+                let ratio = p.service_per_sec / p.floor_per_sec;
+                (
+                    format!(
+                        "{:.1} req/s = {ratio:.2} x {:.1} images/s",
+                        p.service_per_sec, p.floor_per_sec
+                    ),
+                    ratio >= 0.9,
+                )
+            }),
+        ));
+        targets.push(target(
+            "submit -> SSE `succeeded` p50 <= slow model floor latency + 5 ms at light load",
+            self.paired("slow answer").map(|p| {
+                let limit = p.floor.p50_ms + 5.0;
+                (
+                    format!(
+                        "{:.2} ms (limit {:.2} + 5 = {limit:.2} ms)",
+                        p.service.p50_ms, p.floor.p50_ms
+                    ),
+                    p.service.p50_ms <= limit,
+                )
+            }),
+        ));
+
+        let shipped = self.isolation.first();
+        targets.push(target(
+            "fast path p99 with the slow queue saturated <= 2 x its idle p99",
+            shipped.map(|i| {
+                let ratio = i.busy.latency.p99_ms / i.idle.latency.p99_ms;
+                (
+                    format!(
+                        "{:.2} ms = {ratio:.2} x {:.2} ms ({})",
+                        i.busy.latency.p99_ms, i.idle.latency.p99_ms, i.variant
+                    ),
+                    ratio <= 2.0,
+                )
+            }),
+        ));
+
+        targets.push(target(
+            ">= 5,000 null-model jobs per second end to end",
+            self.pipeline.as_ref().map(|p| {
+                (
+                    format!("{:.0} jobs/s", p.jobs_per_sec),
+                    p.jobs_per_sec >= 5000.0,
+                )
+            }),
+        ));
+
+        let fanout = self.fanout.as_ref();
+        targets.push(target(
+            "10,000 SSE clients in <= 200 MB gateway RSS",
+            fanout.map(|f| {
+                let mb = f.rss_peak_mib * 1.048_576;
+                (
+                    format!(
+                        "{} clients, peak {mb:.1} MB ({:.1} MiB)",
+                        f.connected, f.rss_peak_mib
+                    ),
+                    f.connected >= 10_000 && mb <= 200.0,
+                )
+            }),
+        ));
+        targets.push(target(
+            "one result delivered to all 10,000 within 1 s",
+            fanout.map(|f| {
+                (
+                    format!(
+                        "last of {} after {:.1} ms, {} missed",
+                        f.connected - f.missed.min(f.connected),
+                        f.delivery.max_ms,
+                        f.missed
+                    ),
+                    f.connected >= 10_000 && f.missed == 0 && f.delivery.max_ms <= 1000.0,
+                )
+            }),
+        ));
+        self.targets = targets;
+    }
+}

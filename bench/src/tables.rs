@@ -1,0 +1,330 @@
+//! The markdown tables of a run's results.
+
+use std::fmt::Write as _;
+
+use crate::{
+    fast::{FAST, SLOW},
+    report::Results,
+    stats::CpuSplit,
+};
+
+fn met(m: Option<bool>) -> &'static str {
+    match m {
+        Some(true) => "**met**",
+        Some(false) => "**not met**",
+        None => "not measured",
+    }
+}
+
+/// CPU milliseconds per unit of work (request or job) of each process, and of the rest of
+/// the machine.
+fn cpu_per(cpu: &CpuSplit, units: f64) -> String {
+    let per = |s: f64| if units > 0.0 { s * 1000.0 / units } else { 0.0 };
+    let mut parts: Vec<String> = cpu
+        .processes
+        .iter()
+        .filter(|(_, s)| **s > 0.0)
+        .map(|(name, s)| format!("{name} {:.2}", per(*s)))
+        .collect();
+    parts.push(format!("others {:.2}", per(cpu.others)));
+    parts.join(", ")
+}
+
+/// The tables, as markdown.
+pub fn markdown(r: &Results) -> String {
+    let mut md = String::new();
+    let w = &mut md;
+    let _ = writeln!(w, "### Targets\n\n| target | measured | |\n|---|---|---|");
+    for t in &r.targets {
+        let _ = writeln!(w, "| {} | {} | {} |", t.target, t.measured, met(t.met));
+    }
+
+    if !r.paired.is_empty() {
+        let _ = writeln!(
+            w,
+            "\n### The targets' comparisons: floor and service in alternation\n\n\
+             Rounds (5; 3 of longer bursts for throughput) of a burst of the in-process model, then a burst of the service, so that both \
+             see the same background load.\n\n\
+             | comparison | floor side | floor p50 ms | floor per s | service side | service p50 ms | service p99 ms | service per s |\n\
+             |---|---|---|---|---|---|---|---|"
+        );
+        for p in &r.paired {
+            let _ = writeln!(
+                w,
+                "| {} | {} | {:.2} | {:.1} | {} | {:.2} | {:.2} | {:.1} |",
+                p.what,
+                p.floor_side,
+                p.floor.p50_ms,
+                p.floor_per_sec,
+                p.service_side,
+                p.service.p50_ms,
+                p.service.p99_ms,
+                p.service_per_sec
+            );
+        }
+    }
+
+    if let Some(floor) = &r.floor {
+        let _ = writeln!(
+            w,
+            "\n### a. Floor: ONNX Runtime in the benchmark's process, no service running\n\n\
+             | model | intra-op threads | batch | p50 ms | p99 ms | images/s |\n|---|---|---|---|---|---|"
+        );
+        for f in &floor.inference {
+            let conf = if f.configured { " (config.toml)" } else { "" };
+            let _ = writeln!(
+                w,
+                "| {} | {}{conf} | {} | {:.2} | {:.2} | {:.1} |",
+                f.model, f.threads, f.batch, f.latency.p50_ms, f.latency.p99_ms, f.images_per_sec
+            );
+        }
+        let _ = writeln!(
+            w,
+            "\nDecode + crop + resize + scale of one image, one thread:\n\n\
+             | image | for | p50 ms | p99 ms |\n|---|---|---|---|"
+        );
+        for p in &floor.preprocess {
+            let _ = writeln!(
+                w,
+                "| {} | {} | {:.2} | {:.2} |",
+                p.image, p.model, p.latency.p50_ms, p.latency.p99_ms
+            );
+        }
+    }
+
+    if !r.predict.is_empty() {
+        let _ = writeln!(
+            w,
+            "\n### b. `POST /predict`, keep-alive, slow path idle (no worker)\n\n\
+             | image | setting | concurrency | p50 ms | p90 ms | p99 ms | req/s | errors | in gateway ms | model call ms | ORT ms/batch | images/batch |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|"
+        );
+        for p in &r.predict {
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.1} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                p.image,
+                p.variant,
+                p.concurrency,
+                p.latency.p50_ms,
+                p.latency.p90_ms,
+                p.latency.p99_ms,
+                p.requests_per_sec,
+                p.errors,
+                p.gateway_ms_mean,
+                p.model_call_ms_mean,
+                p.ort_batch_ms_mean,
+                p.batch_size_mean
+            );
+        }
+        if let Some(h) = &r.http_floor {
+            let _ = writeln!(
+                w,
+                "\nHTTP alone (`GET /healthz`, concurrency 1, same client): p50 {:.3} ms, p99 {:.3} ms.",
+                h.p50_ms, h.p99_ms
+            );
+        }
+        let _ = writeln!(
+            w,
+            "\nCPU per request, milliseconds (user + system, from /proc; `others`: processes outside the benchmark):\n\n\
+             | image | setting | concurrency | CPU ms per request |\n|---|---|---|---|"
+        );
+        for p in &r.predict {
+            let units = p.requests_per_sec * p.cpu.wall_secs;
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {} |",
+                p.image,
+                p.variant,
+                p.concurrency,
+                cpu_per(&p.cpu, units)
+            );
+        }
+        breakdown(w, r);
+    }
+
+    if !r.slow_answer.is_empty() {
+        let _ = writeln!(
+            w,
+            "\n### c. Submit -> SSE `succeeded` (chelsea, {SLOW})\n\n\
+             | load | clients | worker concurrency | p50 ms | p99 ms | after the reply p50 ms | jobs/s | errors |\n\
+             |---|---|---|---|---|---|---|---|"
+        );
+        for j in &r.slow_answer {
+            let _ = writeln!(
+                w,
+                "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.1} | {} |",
+                j.load,
+                j.clients,
+                j.worker_concurrency,
+                j.latency.p50_ms,
+                j.latency.p99_ms,
+                j.after_reply.p50_ms,
+                j.jobs_per_sec,
+                j.errors
+            );
+        }
+    }
+
+    if !r.isolation.is_empty() {
+        let _ = writeln!(
+            w,
+            "\n### d. `/predict` (chelsea) with the slow queue saturated, against idle\n\n\
+             | how the cores are shared | concurrency | idle p50 ms | idle p99 ms | saturated p50 ms | saturated p99 ms | p99 ratio | <= 2x | slow jobs/s meanwhile |\n\
+             |---|---|---|---|---|---|---|---|---|"
+        );
+        for i in &r.isolation {
+            let ratio = i.busy.latency.p99_ms / i.idle.latency.p99_ms;
+            let _ = writeln!(
+                w,
+                "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {ratio:.2} | {} | {:.1} |",
+                i.variant,
+                i.concurrency,
+                i.idle.latency.p50_ms,
+                i.idle.latency.p99_ms,
+                i.busy.latency.p50_ms,
+                i.busy.latency.p99_ms,
+                met(Some(ratio <= 2.0)),
+                i.slow_jobs_per_sec
+            );
+        }
+    }
+
+    if let Some(p) = &r.pipeline {
+        let _ = writeln!(
+            w,
+            "\n### e. Pipeline ceiling: the null model on both paths (32 x 32 PNG)\n\n\
+             | what | clients | workers x concurrency | per second | p50 ms | p99 ms | errors | CPU ms per job |\n\
+             |---|---|---|---|---|---|---|---|"
+        );
+        let units = p.jobs_per_sec * p.cpu.wall_secs;
+        let _ = writeln!(
+            w,
+            "| submit -> SSE `succeeded` | {} | {} x {} | {:.0} jobs | {:.2} | {:.2} | {} | {} |",
+            p.clients,
+            p.workers,
+            p.worker_concurrency,
+            p.jobs_per_sec,
+            p.latency.p50_ms,
+            p.latency.p99_ms,
+            p.errors,
+            cpu_per(&p.cpu, units)
+        );
+        if let Some(s) = &r.submit_only {
+            let units = s.per_sec * s.cpu.wall_secs;
+            let _ = writeln!(
+                w,
+                "| `POST /predict` alone, no worker | {} | - | {:.0} requests | {:.2} | {:.2} | {} | {} |",
+                s.clients,
+                s.per_sec,
+                s.latency.p50_ms,
+                s.latency.p99_ms,
+                s.errors,
+                cpu_per(&s.cpu, units)
+            );
+        }
+        let ours: f64 = p.cpu.processes.values().sum();
+        if units > 0.0 && ours > 0.0 {
+            let per_job = ours * 1000.0 / units;
+            let cores = r.machine.cores as f64;
+            let _ = writeln!(
+                w,
+                "\nThe benchmark's own processes (load generator included) used {per_job:.2} CPU ms per job: \
+                 {cores:.0} cores can carry at most {:.0} jobs/s of that, with nothing else running.",
+                cores * 1000.0 / per_job
+            );
+        }
+    }
+
+    if let Some(f) = &r.fanout {
+        let _ = writeln!(
+            w,
+            "\n### f. SSE fan-out: one job, {} streams\n\n\
+             | streams open | opening took s | gateway RSS idle MiB | with the streams MiB | KiB per stream | peak MiB | delivery p50 ms | p99 ms | last ms | first to last ms | missed |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|\n\
+             | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
+            f.clients,
+            f.connected,
+            f.connect_secs,
+            f.rss_idle_mib,
+            f.rss_connected_mib,
+            (f.rss_connected_mib - f.rss_idle_mib) * 1024.0 / (f.connected.max(1) as f64),
+            f.rss_peak_mib,
+            f.delivery.p50_ms,
+            f.delivery.p99_ms,
+            f.delivery.max_ms,
+            f.spread_ms,
+            f.missed
+        );
+    }
+    md
+}
+
+/// Where the time of one `/predict` goes at concurrency 1, from the services' own histograms.
+fn breakdown(w: &mut String, r: &Results) {
+    let Some(p) = r.point("chelsea", 1) else {
+        return;
+    };
+    let floor = r.floor.as_ref();
+    let ort_floor = floor
+        .and_then(|f| f.of(FAST))
+        .map_or(0.0, |f| f.latency.mean_ms);
+    let prep = floor
+        .and_then(|f| f.preprocess.iter().find(|p| p.image == "chelsea"))
+        .map_or(0.0, |p| p.latency.mean_ms);
+    let http = r.http_floor.as_ref().map_or(0.0, |h| h.mean_ms);
+    let rows = [
+        (
+            "client round trip (the measured latency)",
+            p.latency.mean_ms,
+            String::new(),
+        ),
+        (
+            "  outside the gateway's handler: HTTP, loopback, client",
+            p.latency.mean_ms - p.gateway_ms_mean,
+            format!("`GET /healthz` round trip: {http:.3} ms"),
+        ),
+        (
+            "  everything but ONNX Runtime",
+            p.latency.mean_ms - p.ort_batch_ms_mean,
+            String::new(),
+        ),
+        (
+            "  inside the gateway, to the response head",
+            p.gateway_ms_mean,
+            String::new(),
+        ),
+        (
+            "    beyond the model call: body, JetStream (concurrent with the call), the KV update after it",
+            p.gateway_ms_mean - p.model_call_ms_mean,
+            String::new(),
+        ),
+        (
+            "    the model call (gRPC, decode, preprocessing, inference)",
+            p.model_call_ms_mean,
+            String::new(),
+        ),
+        (
+            "      beyond ONNX Runtime: gRPC, decode, preprocessing, queueing",
+            p.model_call_ms_mean - p.ort_batch_ms_mean,
+            format!("in-process decode + preprocessing: {prep:.2} ms"),
+        ),
+        (
+            "      ONNX Runtime in the model server",
+            p.ort_batch_ms_mean,
+            format!("in-process floor: {ort_floor:.2} ms"),
+        ),
+    ];
+    let _ = writeln!(
+        w,
+        "\nWhere the time of one request goes (chelsea, concurrency 1, means from the services' own histograms):\n\n\
+         | span | mean ms | compare with |\n|---|---|---|"
+    );
+    for (span, ms, compare) in rows {
+        let _ = writeln!(
+            w,
+            "| {} | {ms:.2} | {compare} |",
+            span.replace("  ", "&nbsp;&nbsp;")
+        );
+    }
+}

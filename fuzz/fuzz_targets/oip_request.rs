@@ -1,0 +1,7 @@
+//! Fuzz target: see `tandem_fuzz::oip_request` (fuzz/src/harness.rs) and fuzz/README.md.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    // A refusal is a fine answer; only a panic (a broken invariant) is a finding.
+    let _ = tandem_fuzz::oip_request(data);
+});
