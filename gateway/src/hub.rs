@@ -25,7 +25,23 @@ use crate::queue::Queue;
 /// Per-job buffer: a reader this far behind is resynchronised from the store.
 const CHANNEL_CAPACITY: usize = 16;
 
-type Senders = Arc<Mutex<HashMap<JobId, broadcast::Sender<Versioned>>>>;
+type Senders = Arc<Mutex<HashMap<JobId, broadcast::Sender<Arc<Change>>>>>;
+
+/// One version of a job's record, with its JSON view rendered once for all its streams (ten
+/// thousand streams on one job share one rendering, not ten thousand).
+#[derive(Debug)]
+pub struct Change {
+    pub update: Versioned,
+    /// `GET /job/<id>`'s body for this version: the event's data.
+    pub view: String,
+}
+
+impl Change {
+    pub fn new(update: Versioned) -> Arc<Self> {
+        let view = crate::routes::jobs::job_view(&update.record).to_string();
+        Arc::new(Self { update, view })
+    }
+}
 
 /// The fan-out of record changes to in-process subscribers.
 #[derive(Debug, Clone, Default)]
@@ -36,7 +52,7 @@ pub struct JobHub {
 /// A live subscription to one job's changes; unregisters on drop.
 #[derive(Debug)]
 pub struct Subscription {
-    pub receiver: broadcast::Receiver<Versioned>,
+    pub receiver: broadcast::Receiver<Arc<Change>>,
     id: JobId,
     senders: Senders,
 }
@@ -72,7 +88,7 @@ impl JobHub {
     fn publish(&self, update: Versioned) {
         let senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(tx) = senders.get(&update.record.id) {
-            let _ = tx.send(update);
+            let _ = tx.send(Change::new(update));
         }
     }
 

@@ -1,6 +1,6 @@
 //! `GET /job/<id>`, `DELETE /job/<id>` and `GET /job/<id>/events` (Server-Sent Events).
 
-use std::convert::Infallible;
+use std::{convert::Infallible, sync::Arc};
 
 use axum::{
     Json,
@@ -18,7 +18,7 @@ use tandem_core::{
 use tokio::sync::broadcast::error::RecvError;
 use tracing::Instrument as _;
 
-use crate::{error::ApiError, queue::JetStreamParts, state::AppState};
+use crate::{error::ApiError, hub::Change, queue::JetStreamParts, state::AppState};
 
 fn parse_id(raw: &str) -> Result<JobId, ApiError> {
     raw.parse()
@@ -152,15 +152,16 @@ pub async fn job_events(
     let stream = async_stream(move |tx| async move {
         let _open = super::metrics::OpenStream::open();
         let mut sent = last_seen;
-        let mut next = Some(current);
+        let mut next = Some(Change::new(current));
         loop {
-            if let Some(update) = next.take() {
+            if let Some(change) = next.take() {
+                let update = &change.update;
                 let done = update.record.status.is_terminal();
                 // Send only what the client has not seen (Last-Event-ID), and end after a
                 // final state even when the client had already seen it.
                 if update.revision > sent {
                     sent = update.revision;
-                    let delivery = tx.send(event(&update)).instrument(delivery_span(&update));
+                    let delivery = tx.send(event(&change)).instrument(delivery_span(update));
                     if delivery.await.is_err() {
                         return;
                     }
@@ -199,15 +200,15 @@ fn delivery_span(update: &Versioned) -> tracing::Span {
     span
 }
 
-async fn latest(store: &JobStore, id: JobId) -> Option<Versioned> {
-    store.get(id).await.ok().flatten()
+async fn latest(store: &JobStore, id: JobId) -> Option<Arc<Change>> {
+    store.get(id).await.ok().flatten().map(Change::new)
 }
 
-fn event(update: &Versioned) -> Result<Event, Infallible> {
+fn event(change: &Change) -> Result<Event, Infallible> {
     Ok(Event::default()
-        .id(update.revision.to_string())
-        .event(update.record.status.as_str())
-        .data(job_view(&update.record).to_string()))
+        .id(change.update.revision.to_string())
+        .event(change.update.record.status.as_str())
+        .data(&change.view))
 }
 
 /// A stream fed by a task through a small channel: the task owns the subscription and ends
