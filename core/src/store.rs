@@ -4,6 +4,8 @@
 //! is a read-modify-write on the key's revision, retried on conflict, so no writer silently
 //! overwrites another's change and a redelivered job cannot replace a final result.
 
+use std::sync::Arc;
+
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use uuid::Uuid;
@@ -40,9 +42,12 @@ pub enum Claim {
 }
 
 /// Job records, keyed by job id, in the `tandem_jobs` bucket.
+///
+/// Cheap to clone: a `kv::Store` carries the stream's whole info (kilobytes, with its strings),
+/// and every open event stream holds a `JobStore`.
 #[derive(Debug, Clone)]
 pub struct JobStore {
-    kv: kv::Store,
+    kv: Arc<kv::Store>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -51,7 +56,7 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 
 impl JobStore {
     pub fn new(kv: kv::Store) -> Self {
-        Self { kv }
+        Self { kv: Arc::new(kv) }
     }
 
     /// The bucket itself (for watchers).

@@ -92,6 +92,14 @@ impl JobHub {
         }
     }
 
+    fn watching(&self, key: &str) -> bool {
+        let Ok(id) = key.parse::<JobId>() else {
+            return false;
+        };
+        let senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
+        senders.contains_key(&id)
+    }
+
     fn watched(&self) -> Vec<JobId> {
         let senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
         senders.keys().copied().collect()
@@ -109,6 +117,8 @@ impl JobHub {
                     delay = Duration::from_millis(100);
                     while let Some(next) = watch.next().await {
                         match next {
+                            // Records nobody here streams are not even parsed.
+                            Ok(entry) if !self.watching(&entry.key) => {}
                             Ok(entry) => match JobStore::decode(&entry) {
                                 Some(Ok(update)) => self.publish(update),
                                 Some(Err(e)) => tracing::warn!(error = %e, "skipping bad record"),

@@ -154,46 +154,62 @@ impl Queue {
         traceparent: Option<String>,
     ) -> Result<(), SubmitError> {
         let unavailable = |e: &dyn std::fmt::Display| SubmitError::Unavailable(e.to_string());
-        parts
-            .store
-            .create(&JobRecord::queued(id, submitted_at))
-            .await
-            .map_err(|e| unavailable(&e))?;
-        let max_payload = match self.client.server_info().max_payload {
-            0 => 1024 * 1024,
-            n => n,
-        };
-        let image = if image.len() + HEADER_ROOM > max_payload {
-            let name = id.to_string();
+        // The record and the job go out together, one round trip instead of two. The record's
+        // message is sent first on the same connection, so it is almost always stored first;
+        // when it is not, the worker creates the record (see slow-worker's `start`) and this
+        // create finds it there, which is as good.
+        let record = JobRecord::queued(id, submitted_at);
+        let create = async {
             parts
-                .images
-                .put(name.as_str(), &mut image.as_ref())
+                .store
+                .create(&record)
+                .await
+                .map_err(|e| unavailable(&e))
+        };
+        let publish = async {
+            let max_payload = match self.client.server_info().max_payload {
+                0 => 1024 * 1024,
+                n => n,
+            };
+            let image = if image.len() + HEADER_ROOM > max_payload {
+                let name = id.to_string();
+                parts
+                    .images
+                    .put(name.as_str(), &mut image.as_ref())
+                    .await
+                    .map_err(|e| unavailable(&e))?;
+                ImageRef::Object(name)
+            } else {
+                ImageRef::Inline(image)
+            };
+            let job = SlowJob {
+                id,
+                image,
+                submitted_at,
+                msg_id: id.to_string(),
+                traceparent,
+            };
+            let (headers, payload) = job.to_message();
+            let ack = parts
+                .js
+                .publish_with_headers(contract::JOBS_SUBJECT, headers, payload)
                 .await
                 .map_err(|e| unavailable(&e))?;
-            ImageRef::Object(name)
-        } else {
-            ImageRef::Inline(image)
+            ack.await.map_err(|e| {
+                if is_stream_full(&e) {
+                    SubmitError::Full
+                } else {
+                    unavailable(&e)
+                }
+            })
         };
-        let job = SlowJob {
-            id,
-            image,
-            submitted_at,
-            msg_id: id.to_string(),
-            traceparent,
-        };
-        let (headers, payload) = job.to_message();
-        let ack = parts
-            .js
-            .publish_with_headers(contract::JOBS_SUBJECT, headers, payload)
-            .await
-            .map_err(|e| unavailable(&e))?;
-        ack.await.map_err(|e| {
-            if is_stream_full(&e) {
-                SubmitError::Full
-            } else {
-                unavailable(&e)
-            }
-        })?;
+        let (created, published) = tokio::join!(create, publish);
+        published?;
+        if let Err(e) = created {
+            // The job is stored, which is what the client is promised; the worker creates the
+            // record when it starts the job. Failing here would have the client submit it twice.
+            tracing::warn!(error = %e, "job record not created; the worker will create it");
+        }
         Ok(())
     }
 }

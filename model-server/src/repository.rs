@@ -67,6 +67,8 @@ pub struct ModelSpec {
     pub output_kind: OutputKind,
     /// ONNX Runtime intra-op threads for this model's session.
     pub intra_op_threads: usize,
+    /// Whether idle intra-op threads spin (ONNX Runtime's default) or sleep between runs.
+    pub intra_op_spinning: bool,
     /// Most images run together in one session call.
     pub max_batch_size: usize,
     /// How long the model thread waits for more requests to fill a batch.
@@ -230,6 +232,7 @@ impl ModelSpec {
             },
             output_kind: raw.output_kind,
             intra_op_threads: raw.intra_op_threads,
+            intra_op_spinning: raw.intra_op_spinning,
             max_batch_size: raw.max_batch_size,
             max_queue_delay: Duration::from_micros(raw.max_queue_delay_us),
         })
@@ -330,6 +333,10 @@ struct RawConfig {
     output_kind: OutputKind,
     #[serde(default = "default_threads")]
     intra_op_threads: usize,
+    // On by default, as in ONNX Runtime: sleeping threads make every parallel operator wait
+    // for a wake-up, which costs more than the spinning takes (BENCHMARKS.md, row b).
+    #[serde(default = "default_spinning")]
+    intra_op_spinning: bool,
     #[serde(default = "default_batch")]
     max_batch_size: usize,
     #[serde(default)]
@@ -341,6 +348,9 @@ fn default_onnx() -> String {
 }
 fn default_labels() -> String {
     "labels.txt".into()
+}
+fn default_spinning() -> bool {
+    true
 }
 fn default_threads() -> usize {
     1

@@ -143,6 +143,8 @@ fn load_session(spec: &ModelSpec, environment: &Environment) -> anyhow::Result<S
         .with_intra_threads(spec.intra_op_threads)
         .map_err(ort)?
         .with_inter_threads(1)
+        .map_err(ort)?
+        .with_intra_op_spinning(spec.intra_op_spinning)
         .map_err(ort)?;
     let session = builder
         .commit_from_file(&spec.onnx_path)
@@ -152,6 +154,7 @@ fn load_session(spec: &ModelSpec, environment: &Environment) -> anyhow::Result<S
         model = %spec.name,
         file = %spec.onnx_path.display(),
         threads = spec.intra_op_threads,
+        spinning = spec.intra_op_spinning,
         max_batch_size = spec.max_batch_size,
         ms = started.elapsed().as_millis(),
         "model loaded"

@@ -108,7 +108,26 @@ async fn run_delivery(ctx: &JobContext, msg: &Message, delivered: i64) -> Outcom
     };
     tracing::Span::current().record("job_id", tracing::field::display(job.id));
 
-    match start(ctx, &job).await {
+    // Marking the job `running` and the model call overlap, so the record's round trips are
+    // not on the way to the result; a job that must not run (final already, cancelled) drops
+    // the call.
+    let inference = async {
+        match load_image(ctx, &job).await {
+            Ok(image) => run_model(ctx, msg, image).await,
+            Err(e) => Err(e),
+        }
+    };
+    let mut inference = std::pin::pin!(inference);
+    let mut marking = std::pin::pin!(start(ctx, &job));
+    let mut early = None;
+    let started = tokio::select! {
+        started = &mut marking => started,
+        result = &mut inference => {
+            early = Some(result);
+            marking.await
+        }
+    };
+    match started {
         Ok(true) => {}
         Ok(false) => {
             ack(msg, AckKind::Ack).await;
@@ -121,10 +140,9 @@ async fn run_delivery(ctx: &JobContext, msg: &Message, delivered: i64) -> Outcom
             return Outcome::Retrying;
         }
     }
-
-    let result = match load_image(ctx, &job).await {
-        Ok(image) => run_model(ctx, msg, image).await,
-        Err(e) => Err(e),
+    let result = match early {
+        Some(result) => result,
+        None => inference.await,
     };
     match result {
         Ok(prediction) => finish(ctx, msg, &job, prediction, delivered).await,

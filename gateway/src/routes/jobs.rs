@@ -16,7 +16,6 @@ use tandem_core::{
     telemetry,
 };
 use tokio::sync::broadcast::error::RecvError;
-use tracing::Instrument as _;
 
 use crate::{error::ApiError, hub::Change, queue::JetStreamParts, state::AppState};
 
@@ -143,41 +142,21 @@ pub async fn job_events(
         .unwrap_or(0);
     let store = parts(&state)?.store.clone();
     // Subscribe before reading, so no change falls between the read and the subscription.
-    let mut subscription = state.hub.subscribe(id);
+    let subscription = state.hub.subscribe(id);
     let current = store
         .get(id)
         .await?
         .ok_or_else(|| ApiError::JobNotFound(id.to_string()))?;
 
-    let stream = async_stream(move |tx| async move {
-        let _open = super::metrics::OpenStream::open();
-        let mut sent = last_seen;
-        let mut next = Some(Change::new(current));
-        loop {
-            if let Some(change) = next.take() {
-                let update = &change.update;
-                let done = update.record.status.is_terminal();
-                // Send only what the client has not seen (Last-Event-ID), and end after a
-                // final state even when the client had already seen it.
-                if update.revision > sent {
-                    sent = update.revision;
-                    let delivery = tx.send(event(&change)).instrument(delivery_span(update));
-                    if delivery.await.is_err() {
-                        return;
-                    }
-                }
-                if done {
-                    return;
-                }
-            }
-            next = match subscription.receiver.recv().await {
-                Ok(update) => Some(update),
-                // Too slow to keep up: skip to the latest state rather than buffer.
-                Err(RecvError::Lagged(_)) => latest(&store, id).await,
-                Err(RecvError::Closed) => return,
-            };
-        }
-    });
+    let stream = EventStream {
+        subscription,
+        store,
+        id,
+        sent: last_seen,
+        next: Some(Change::new(current)),
+        _open: super::metrics::OpenStream::open(),
+    }
+    .into_stream();
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(state.config.sse_keepalive)))
 }
 
@@ -211,14 +190,48 @@ fn event(change: &Change) -> Result<Event, Infallible> {
         .data(&change.view))
 }
 
-/// A stream fed by a task through a small channel: the task owns the subscription and ends
-/// when the client goes away (the send fails), which drops the subscription.
-fn async_stream<F, Fut>(produce: F) -> impl Stream<Item = Result<Event, Infallible>>
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<Result<Event, Infallible>>) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(produce(tx));
-    tokio_stream::wrappers::ReceiverStream::new(rx).fuse()
+/// One client's event stream. It is the response body itself, polled only as fast as the
+/// client reads: no task and no channel per stream (ten thousand streams on one job cost their
+/// sockets and little else), and a reader that falls behind skips to the latest version.
+struct EventStream {
+    subscription: crate::hub::Subscription,
+    store: JobStore,
+    id: JobId,
+    /// The newest revision sent (or seen by the client, from `Last-Event-ID`).
+    sent: u64,
+    /// The version to send next, if already known.
+    next: Option<Arc<Change>>,
+    _open: super::metrics::OpenStream,
+}
+
+impl EventStream {
+    fn into_stream(self) -> impl Stream<Item = Result<Event, Infallible>> + Send {
+        futures::stream::unfold(Some(self), |state| async move {
+            let mut state = state?;
+            loop {
+                if let Some(change) = state.next.take() {
+                    let update = &change.update;
+                    let done = update.record.status.is_terminal();
+                    // Send only what the client has not seen (Last-Event-ID), and end after a
+                    // final state even when the client had already seen it.
+                    if update.revision > state.sent {
+                        state.sent = update.revision;
+                        let event = delivery_span(update).in_scope(|| event(&change));
+                        return Some((event, (!done).then_some(state)));
+                    }
+                    if done {
+                        return None;
+                    }
+                }
+                state.next = match state.subscription.receiver.recv().await {
+                    Ok(change) => Some(change),
+                    // Too slow to keep up: skip to the latest state rather than buffer. (Boxed:
+                    // the store's future is kilobytes that every idle stream would carry.)
+                    Err(RecvError::Lagged(_)) => Box::pin(latest(&state.store, state.id)).await,
+                    Err(RecvError::Closed) => return None,
+                };
+            }
+        })
+        .fuse()
+    }
 }
