@@ -34,6 +34,12 @@ pub struct PredictPoint {
     pub ort_batch_ms_mean: f64,
     /// Mean images per ONNX Runtime batch.
     pub batch_size_mean: f64,
+    /// Mean decode + preprocessing time of one request in the model server.
+    #[serde(default)]
+    pub preprocess_ms_mean: f64,
+    /// Mean wait of one request in the model's queue before its batch started.
+    #[serde(default)]
+    pub queue_ms_mean: f64,
     pub cpu: CpuSplit,
     /// Every latency, milliseconds.
     pub samples: Vec<f64>,
@@ -47,6 +53,10 @@ struct Counters {
     ort_sum: f64,
     ort_count: f64,
     batch_sum: f64,
+    preprocess_sum: f64,
+    preprocess_count: f64,
+    queue_sum: f64,
+    queue_count: f64,
 }
 
 async fn counters(gateway: &Gateway, model_server: &str) -> anyhow::Result<Counters> {
@@ -78,6 +88,30 @@ async fn counters(gateway: &Gateway, model_server: &str) -> anyhow::Result<Count
         )
         .await?,
         batch_sum: scrape(model_server, "tandem_model_batch_size_sum", &model).await?,
+        preprocess_sum: scrape(
+            model_server,
+            "tandem_model_preprocess_duration_seconds_sum",
+            &model,
+        )
+        .await?,
+        preprocess_count: scrape(
+            model_server,
+            "tandem_model_preprocess_duration_seconds_count",
+            &model,
+        )
+        .await?,
+        queue_sum: scrape(
+            model_server,
+            "tandem_model_queue_duration_seconds_sum",
+            &model,
+        )
+        .await?,
+        queue_count: scrape(
+            model_server,
+            "tandem_model_queue_duration_seconds_count",
+            &model,
+        )
+        .await?,
     })
 }
 
@@ -132,6 +166,14 @@ async fn measure_point(
         } else {
             0.0
         },
+        preprocess_ms_mean: ratio_ms(
+            after.preprocess_sum - before.preprocess_sum,
+            after.preprocess_count - before.preprocess_count,
+        ),
+        queue_ms_mean: ratio_ms(
+            after.queue_sum - before.queue_sum,
+            after.queue_count - before.queue_count,
+        ),
         cpu,
         samples: outcome.latencies.iter().map(|v| round3(*v)).collect(),
     };

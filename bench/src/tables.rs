@@ -307,7 +307,22 @@ fn breakdown(w: &mut String, r: &Results) {
         (
             "      beyond ONNX Runtime: gRPC, decode, preprocessing, queueing",
             p.model_call_ms_mean - p.ort_batch_ms_mean,
-            format!("in-process decode + preprocessing: {prep:.2} ms"),
+            String::new(),
+        ),
+        (
+            "        decode + preprocessing in the model server",
+            p.preprocess_ms_mean,
+            format!("in-process, one thread, nothing else running: {prep:.2} ms"),
+        ),
+        (
+            "        waiting in the model's queue",
+            p.queue_ms_mean,
+            String::new(),
+        ),
+        (
+            "        the rest: gRPC both ways, thread hand-offs, the reply's top-k",
+            p.model_call_ms_mean - p.ort_batch_ms_mean - p.preprocess_ms_mean - p.queue_ms_mean,
+            String::new(),
         ),
         (
             "      ONNX Runtime in the model server",

@@ -123,10 +123,32 @@ fn describe() {
         "ONNX Runtime time of one batch, by model"
     );
     describe_histogram!("tandem_model_batch_size", "Images per batch run, by model");
+    describe_histogram!(
+        "tandem_model_preprocess_duration_seconds",
+        Unit::Seconds,
+        "Decoding, resizing and scaling one request's images, by model"
+    );
+    describe_histogram!(
+        "tandem_model_queue_duration_seconds",
+        Unit::Seconds,
+        "Time a request waited in its model's queue for a batch to start, by model"
+    );
     describe_counter!(
         "tandem_model_inference_failures_total",
         "Batches that failed in ONNX Runtime, by model"
     );
+}
+
+/// Counts one job whose fast and slow answers are both known, in
+/// `tandem_fast_slow_agreement_total`. Whoever writes the second of the two answers counts it:
+/// the worker, or the gateway when the slow model answered first.
+pub fn record_agreement(fast: &crate::job::Prediction, slow: &crate::job::Prediction) {
+    let agree = if fast.label == slow.label {
+        "true"
+    } else {
+        "false"
+    };
+    metrics::counter!("tandem_fast_slow_agreement_total", "agree" => agree).increment(1);
 }
 
 /// What `/readyz` of an ops listener checks: named booleans, ready when all are true.

@@ -84,9 +84,10 @@ impl JobStore {
         Bytes::from(serde_json::to_vec_pretty(record).unwrap_or_default())
     }
 
-    /// Stores a new record; `Ok(None)` if one already exists under that id.
+    /// Stores a new record; returns it as stored, or `Ok(None)` if one already exists under
+    /// that id.
     #[tracing::instrument(name = "kv.create", skip_all, fields(job_id = %record.id))]
-    pub async fn create(&self, record: &JobRecord) -> Result<Option<u64>, StoreError> {
+    pub async fn create(&self, record: &JobRecord) -> Result<Option<Versioned>, StoreError> {
         let mut record = record.clone();
         record.traceparent = telemetry::traceparent(&tracing::Span::current());
         match self
@@ -94,7 +95,7 @@ impl JobStore {
             .create(record.id.to_string(), Self::encode(&record))
             .await
         {
-            Ok(revision) => Ok(Some(revision)),
+            Ok(revision) => Ok(Some(Versioned { record, revision })),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
             Err(e) => Err(unavailable(e)),
         }
@@ -112,17 +113,33 @@ impl JobStore {
     ///
     /// `change` returns `false` to leave the record as it is (for example, already final). The
     /// result is the record as stored afterwards, or `None` when there is no record.
-    #[tracing::instrument(name = "kv.update", skip_all, fields(job_id = %id))]
     pub async fn update(
         &self,
         id: JobId,
+        change: impl FnMut(&mut JobRecord) -> bool,
+    ) -> Result<Option<Versioned>, StoreError> {
+        self.update_from(id, None, change).await
+    }
+
+    /// [`update`](Self::update), starting from `known`, a version the caller already holds
+    /// (one round trip instead of two while it is still the newest; re-read if it is not).
+    #[tracing::instrument(name = "kv.update", skip_all, fields(job_id = %id))]
+    pub async fn update_from(
+        &self,
+        id: JobId,
+        known: Option<Versioned>,
         mut change: impl FnMut(&mut JobRecord) -> bool,
     ) -> Result<Option<Versioned>, StoreError> {
         // Each version names the step that wrote it, so its readers (SSE) join the same trace.
         let traceparent = telemetry::traceparent(&tracing::Span::current());
+        let mut known = known.filter(|k| k.record.id == id);
         loop {
-            let Some(mut current) = self.get(id).await? else {
-                return Ok(None);
+            let mut current = match known.take() {
+                Some(known) => known,
+                None => match self.get(id).await? {
+                    Some(current) => current,
+                    None => return Ok(None),
+                },
             };
             if !change(&mut current.record) {
                 return Ok(Some(current));

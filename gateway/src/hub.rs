@@ -9,7 +9,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
 
@@ -28,18 +28,26 @@ const CHANNEL_CAPACITY: usize = 16;
 type Senders = Arc<Mutex<HashMap<JobId, broadcast::Sender<Arc<Change>>>>>;
 
 /// One version of a job's record, with its JSON view rendered once for all its streams (ten
-/// thousand streams on one job share one rendering, not ten thousand).
+/// thousand streams on one job share one rendering, not ten thousand), and only if a stream
+/// wants it (`POST /predict` subscribes too, for the revision alone).
 #[derive(Debug)]
 pub struct Change {
     pub update: Versioned,
-    /// `GET /job/<id>`'s body for this version: the event's data.
-    pub view: String,
+    view: OnceLock<String>,
 }
 
 impl Change {
     pub fn new(update: Versioned) -> Arc<Self> {
-        let view = crate::routes::jobs::job_view(&update.record).to_string();
-        Arc::new(Self { update, view })
+        Arc::new(Self {
+            update,
+            view: OnceLock::new(),
+        })
+    }
+
+    /// `GET /job/<id>`'s body for this version: the event's data.
+    pub fn view(&self) -> &str {
+        self.view
+            .get_or_init(|| crate::routes::jobs::job_view(&self.update.record).to_string())
     }
 }
 

@@ -12,7 +12,7 @@ use tandem_core::{
     job::{JobId, JobRecord},
     nats::{self as contract, NatsSettings},
     slow_job::{ImageRef, SlowJob},
-    store::JobStore,
+    store::{JobStore, Versioned},
 };
 use time::OffsetDateTime;
 use tokio::sync::OnceCell;
@@ -106,7 +106,8 @@ impl Queue {
     }
 
     /// Stores a `queued` record and publishes the job; returns once JetStream acknowledged it,
-    /// so a client never holds the id of a job that was not stored.
+    /// so a client never holds the id of a job that was not stored. The result is the record
+    /// as this call stored it (`None` if it found one there already, or could not store it).
     /// The message carries this span's `traceparent`: the worker's span is its child.
     #[tracing::instrument(name = "jobs.publish", skip_all, fields(
         job_id = %id,
@@ -119,7 +120,7 @@ impl Queue {
         id: JobId,
         image: Bytes,
         submitted_at: OffsetDateTime,
-    ) -> Result<(), SubmitError> {
+    ) -> Result<Option<Versioned>, SubmitError> {
         let traceparent = tandem_core::telemetry::traceparent(&tracing::Span::current());
         let parts = self
             .parts()
@@ -152,7 +153,7 @@ impl Queue {
         image: Bytes,
         submitted_at: OffsetDateTime,
         traceparent: Option<String>,
-    ) -> Result<(), SubmitError> {
+    ) -> Result<Option<Versioned>, SubmitError> {
         let unavailable = |e: &dyn std::fmt::Display| SubmitError::Unavailable(e.to_string());
         // The record and the job go out together, one round trip instead of two. The record's
         // message is sent first on the same connection, so it is almost always stored first;
@@ -205,12 +206,16 @@ impl Queue {
         };
         let (created, published) = tokio::join!(create, publish);
         published?;
-        if let Err(e) = created {
-            // The job is stored, which is what the client is promised; the worker creates the
-            // record when it starts the job. Failing here would have the client submit it twice.
-            tracing::warn!(error = %e, "job record not created; the worker will create it");
+        match created {
+            Ok(created) => Ok(created),
+            Err(e) => {
+                // The job is stored, which is what the client is promised; the worker creates
+                // the record when it starts the job. Failing here would have the client submit
+                // it twice.
+                tracing::warn!(error = %e, "job record not created; the worker will create it");
+                Ok(None)
+            }
         }
-        Ok(())
     }
 }
 

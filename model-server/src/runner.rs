@@ -30,6 +30,7 @@ const QUEUE_CAPACITY: usize = 256;
 struct Job {
     input: Vec<f32>,
     images: usize,
+    queued: Instant,
     reply: oneshot::Sender<Result<Vec<f32>, ModelError>>,
 }
 
@@ -75,6 +76,7 @@ impl ModelRunner {
                     &jobs,
                     spec.max_batch_size,
                     spec.max_queue_delay,
+                    &queue_wait(&spec),
                     |input, batch| {
                         let started = Instant::now();
                         let result = infer(&mut session, &spec, input, batch);
@@ -108,6 +110,7 @@ impl ModelRunner {
                     &jobs,
                     spec.max_batch_size,
                     spec.max_queue_delay,
+                    &queue_wait(&spec),
                     |_, batch| Ok(vec![0.0; batch * classes]),
                 );
             })
@@ -122,6 +125,7 @@ impl ModelRunner {
             .try_send(Job {
                 input,
                 images,
+                queued: Instant::now(),
                 reply,
             })
             .map_err(|e| match e {
@@ -264,11 +268,16 @@ fn infer(
     Ok(data.to_vec())
 }
 
+fn queue_wait(spec: &ModelSpec) -> metrics::Histogram {
+    metrics::histogram!("tandem_model_queue_duration_seconds", "model" => spec.name.clone())
+}
+
 /// The model thread's loop: batches queued jobs and runs them until every sender is gone.
 fn serve(
     jobs: &Receiver<Job>,
     max_batch: usize,
     max_delay: Duration,
+    waited: &metrics::Histogram,
     mut engine: impl FnMut(&[f32], usize) -> Result<Vec<f32>, String>,
 ) {
     let mut next = None;
@@ -297,6 +306,10 @@ fn serve(
             }
             images += job.images;
             batch.push(job);
+        }
+        let now = Instant::now();
+        for job in &batch {
+            waited.record(now.duration_since(job.queued).as_secs_f64());
         }
         run_batch(batch, images, &mut engine);
     }
@@ -334,80 +347,5 @@ fn run_batch(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn job(images: usize) -> (Job, oneshot::Receiver<Result<Vec<f32>, ModelError>>) {
-        let (reply, rx) = oneshot::channel();
-        let input = vec![images as f32; images];
-        (
-            Job {
-                input,
-                images,
-                reply,
-            },
-            rx,
-        )
-    }
-
-    /// An engine whose "model" returns each image's input value as its one class score.
-    fn echo(batches: &mut Vec<usize>) -> impl FnMut(&[f32], usize) -> Result<Vec<f32>, String> {
-        move |input, n| {
-            batches.push(n);
-            Ok(input.to_vec())
-        }
-    }
-
-    #[test]
-    fn queued_requests_run_as_one_batch_up_to_the_maximum() {
-        let (tx, rx) = sync_channel(16);
-        let mut replies = Vec::new();
-        for n in [1, 2, 3, 1] {
-            let (job, reply) = job(n);
-            tx.send(job).unwrap();
-            replies.push(reply);
-        }
-        drop(tx);
-        let mut batches = Vec::new();
-        serve(&rx, 4, Duration::ZERO, echo(&mut batches));
-        assert_eq!(batches, [3, 4], "1+2 fit in 4, 3 does not; then 3+1");
-        let outputs: Vec<Vec<f32>> = replies
-            .into_iter()
-            .map(|r| r.blocking_recv().unwrap().unwrap())
-            .collect();
-        assert_eq!(outputs, [vec![1.0], vec![2.0; 2], vec![3.0; 3], vec![1.0]]);
-    }
-
-    #[test]
-    fn the_queue_delay_waits_for_more_requests() {
-        let (tx, rx) = sync_channel(16);
-        let (first, first_reply) = job(1);
-        tx.send(first).unwrap();
-        let sender = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(20));
-            let (second, second_reply) = job(1);
-            tx.send(second).unwrap();
-            second_reply
-        });
-        let mut batches = Vec::new();
-        serve(&rx, 8, Duration::from_secs(2), echo(&mut batches));
-        assert_eq!(batches, [2]);
-        assert!(first_reply.blocking_recv().unwrap().is_ok());
-        assert!(sender.join().unwrap().blocking_recv().unwrap().is_ok());
-    }
-
-    #[test]
-    fn engine_failures_reach_every_request_of_the_batch() {
-        let (tx, rx) = sync_channel(16);
-        let (a, a_reply) = job(1);
-        let (b, b_reply) = job(1);
-        tx.send(a).unwrap();
-        tx.send(b).unwrap();
-        drop(tx);
-        serve(&rx, 8, Duration::ZERO, |_, _| Err("boom".into()));
-        for reply in [a_reply, b_reply] {
-            let err = reply.blocking_recv().unwrap().unwrap_err();
-            assert!(matches!(err, ModelError::Internal(_)), "{err}");
-        }
-    }
-}
+#[path = "runner_tests.rs"]
+mod tests;

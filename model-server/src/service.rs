@@ -52,6 +52,7 @@ impl InferenceService {
         images: Vec<Bytes>,
     ) -> Result<Vec<f32>, ModelError> {
         let count = images.len();
+        let started = std::time::Instant::now();
         let tasks = images.into_iter().enumerate().map(|(index, encoded)| {
             let spec = spec.clone();
             let decoding = self.decoding.clone();
@@ -74,6 +75,8 @@ impl InferenceService {
         for prepared in futures::future::join_all(tasks).await {
             tensor.extend(prepared?);
         }
+        metrics::histogram!("tandem_model_preprocess_duration_seconds", "model" => spec.name.clone())
+            .record(started.elapsed().as_secs_f64());
         Ok(tensor)
     }
 

@@ -318,13 +318,9 @@ fn record_success(job: &SlowJob, prediction: &Prediction, record: Option<&JobRec
     let latency = time::OffsetDateTime::now_utc() - job.submitted_at;
     metrics::histogram!("tandem_worker_job_latency_seconds")
         .record(latency.as_seconds_f64().max(0.0));
+    // Without the fast answer yet, the gateway counts the agreement when it adds it.
     if let Some(fast) = record.and_then(|r| r.fast.as_ref()) {
-        let agree = if fast.label == prediction.label {
-            "true"
-        } else {
-            "false"
-        };
-        metrics::counter!("tandem_fast_slow_agreement_total", "agree" => agree).increment(1);
+        tandem_core::metrics::record_agreement(fast, prediction);
     }
 }
 

@@ -157,20 +157,14 @@ async fn metrics_follow_a_request_through_the_fast_and_slow_paths() {
         1.0,
     );
     for model in ["efficientnet_lite0", "efficientnet_lite2"] {
-        grew(
-            &before,
-            &after,
+        for histogram in [
             "tandem_model_inference_duration_seconds_count",
-            &[("model", model)],
-            1.0,
-        );
-        grew(
-            &before,
-            &after,
             "tandem_model_batch_size_count",
-            &[("model", model)],
-            1.0,
-        );
+            "tandem_model_preprocess_duration_seconds_count",
+            "tandem_model_queue_duration_seconds_count",
+        ] {
+            grew(&before, &after, histogram, &[("model", model)], 1.0);
+        }
     }
     // Queue gauges are read from JetStream at scrape time.
     for gauge in [

@@ -311,3 +311,47 @@ async fn an_image_bigger_than_a_nats_message_goes_through_the_object_store() {
     let images = js.get_object_store("tandem_images").await.unwrap();
     assert!(images.get(id).await.is_err());
 }
+
+#[tokio::test]
+async fn a_change_from_an_outdated_version_rereads_and_keeps_the_other_writers_change() {
+    let app = spawn_app_with(no_workers()).await;
+    let reply = submit(&app, "chelsea.jpg").await;
+    let id: tandem_core::job::JobId = reply["job_id"].as_str().unwrap().parse().unwrap();
+    let kv = jetstream(&app)
+        .await
+        .get_key_value(tandem_core::nats::JOBS_BUCKET)
+        .await
+        .unwrap();
+    let store = tandem_core::store::JobStore::new(kv);
+    let outdated = store.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        outdated.record.fast.as_ref().map(|f| f.label.as_str()),
+        Some("Egyptian cat"),
+        "the reply left once the fast answer was stored"
+    );
+    // Another writer changes the record after `outdated` was read.
+    let other = store
+        .update(id, |r| {
+            r.error = Some("another writer".into());
+            true
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(other.revision > outdated.revision);
+
+    let stored = store
+        .update_from(id, Some(outdated), |r| {
+            r.attempts = 7;
+            true
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stored.revision > other.revision);
+    let now = store.get(id).await.unwrap().unwrap();
+    assert_eq!(now.revision, stored.revision);
+    assert_eq!(now.record.attempts, 7);
+    assert_eq!(now.record.error.as_deref(), Some("another writer"));
+    assert_eq!(now.record.fast, stored.record.fast);
+}

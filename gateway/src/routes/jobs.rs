@@ -187,7 +187,7 @@ fn event(change: &Change) -> Result<Event, Infallible> {
     Ok(Event::default()
         .id(change.update.revision.to_string())
         .event(change.update.record.status.as_str())
-        .data(&change.view))
+        .data(change.view()))
 }
 
 /// One client's event stream. It is the response body itself, polled only as fast as the

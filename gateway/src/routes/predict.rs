@@ -71,6 +71,10 @@ pub async fn predict(
         }
     }
     tracing::Span::current().record("job_id", tracing::field::display(id));
+    // Changes to the record while the fast model runs (a worker marking it `running`) reach
+    // this gateway's watcher: knowing the newest revision, adding the fast answer is one
+    // compare-and-set, not a read and a write.
+    let mut changes = state.hub.subscribe(id);
 
     let submitted_at = OffsetDateTime::now_utc();
     let fast = state.model.classify(
@@ -113,9 +117,19 @@ pub async fn predict(
     }
 
     let parts = state.queue.wait_ready().await;
+    let mut known = submitted.ok().flatten();
+    while let Ok(change) = changes.receiver.try_recv() {
+        if known
+            .as_ref()
+            .is_none_or(|k| change.update.revision > k.revision)
+        {
+            known = Some(change.update.clone());
+        }
+    }
+    drop(changes);
     let stored = parts
         .store
-        .update(id, |record| {
+        .update_from(id, known, |record| {
             record.fast = Some(fast.clone());
             true
         })
@@ -123,7 +137,13 @@ pub async fn predict(
     // The job is stored: a failure to add the fast answer to its record must not make the
     // client retry (and submit it twice), so it is logged, not returned.
     let record = match stored {
-        Ok(Some(stored)) => stored.record,
+        Ok(Some(stored)) => {
+            // The slow model answered first: its worker could not compare the two answers.
+            if let Some(slow) = &stored.record.slow {
+                tandem_core::metrics::record_agreement(&fast, slow);
+            }
+            stored.record
+        }
         outcome => {
             if let Err(e) = outcome {
                 tracing::warn!(error = %e, "fast result not added to the job record");
