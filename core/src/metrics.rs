@@ -128,6 +128,10 @@ fn describe() {
         Unit::Seconds,
         "Decoding, resizing and scaling one request's images, by model"
     );
+    describe_counter!(
+        "tandem_model_decode_cache_hits_total",
+        "Images not decoded again: another request (the other model's) had just decoded them"
+    );
     describe_histogram!(
         "tandem_model_queue_duration_seconds",
         Unit::Seconds,

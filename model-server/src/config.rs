@@ -9,6 +9,10 @@ pub const DEFAULT_ADDR: &str = "127.0.0.1:8001";
 /// Default largest image accepted, in pixels (40 megapixels).
 pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = 40_000_000;
 
+/// Default room for decoded images, MiB: a few hundred photos of a phone's web size.
+pub const DEFAULT_DECODED_CACHE_MB: usize = 64;
+const MAX_DECODED_CACHE_MB: usize = 64 * 1024;
+
 /// Everything the model server reads from its environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelServerConfig {
@@ -25,6 +29,9 @@ pub struct ModelServerConfig {
     /// `TANDEM_MODEL_SERVER_METRICS_ADDR`: the binary's `/metrics`, `/healthz`, `/readyz`
     /// listener (default `127.0.0.1:9101`).
     pub metrics_addr: SocketAddr,
+    /// `TANDEM_DECODED_CACHE_MB`: decoded images kept for the other model's request of the
+    /// same image, in MiB (default 64; 0 turns it off).
+    pub decoded_cache_bytes: usize,
 }
 
 impl FromEnv for ModelServerConfig {
@@ -38,6 +45,13 @@ impl FromEnv for ModelServerConfig {
             "TANDEM_MODEL_SERVER_METRICS_ADDR",
             SocketAddr::from(([127, 0, 0, 1], 9101)),
         );
+        let decoded_cache_mb: usize =
+            env.parse("TANDEM_DECODED_CACHE_MB", DEFAULT_DECODED_CACHE_MB);
+        if decoded_cache_mb > MAX_DECODED_CACHE_MB {
+            env.error(format!(
+                "TANDEM_DECODED_CACHE_MB={decoded_cache_mb} is over the maximum of {MAX_DECODED_CACHE_MB}"
+            ));
+        }
         if max_image_pixels == 0 {
             env.error("TANDEM_MAX_IMAGE_PIXELS=0 is not valid: it must be at least 1");
         }
@@ -47,6 +61,7 @@ impl FromEnv for ModelServerConfig {
             ort_dylib_path,
             max_image_pixels,
             metrics_addr,
+            decoded_cache_bytes: decoded_cache_mb.min(MAX_DECODED_CACHE_MB) * 1024 * 1024,
         }
     }
 }
@@ -64,6 +79,7 @@ mod tests {
             ("TANDEM_MODEL_SERVER_ADDR", " "),
             ("ORT_DYLIB_PATH", " "),
             ("TANDEM_MAX_IMAGE_PIXELS", " "),
+            ("TANDEM_DECODED_CACHE_MB", " "),
         ];
         all.extend_from_slice(pairs);
         ModelServerConfig::from_source(Env::with_overrides(all))
@@ -76,6 +92,7 @@ mod tests {
         assert_eq!(config.model_repository, PathBuf::from("models"));
         assert_eq!(config.ort_dylib_path, None);
         assert_eq!(config.max_image_pixels, DEFAULT_MAX_IMAGE_PIXELS);
+        assert_eq!(config.decoded_cache_bytes, 64 * 1024 * 1024);
     }
 
     #[test]
@@ -85,8 +102,10 @@ mod tests {
             ("TANDEM_MODEL_SERVER_ADDR", "0.0.0.0:9000"),
             ("ORT_DYLIB_PATH", "/opt/libonnxruntime.so"),
             ("TANDEM_MAX_IMAGE_PIXELS", "1000"),
+            ("TANDEM_DECODED_CACHE_MB", "0"),
         ])
         .unwrap();
+        assert_eq!(config.decoded_cache_bytes, 0);
         assert_eq!(config.model_repository, PathBuf::from("/srv/models"));
         assert_eq!(config.addr.port(), 9000);
         assert_eq!(
@@ -101,9 +120,10 @@ mod tests {
         let err = config(&[
             ("TANDEM_MODEL_SERVER_ADDR", "localhost"),
             ("TANDEM_MAX_IMAGE_PIXELS", "lots"),
+            ("TANDEM_DECODED_CACHE_MB", "-1"),
         ])
         .unwrap_err();
-        assert_eq!(err.0.len(), 2, "{err}");
+        assert_eq!(err.0.len(), 3, "{err}");
         let err = config(&[("TANDEM_MAX_IMAGE_PIXELS", "0")]).unwrap_err();
         assert!(err.to_string().contains("TANDEM_MAX_IMAGE_PIXELS"), "{err}");
     }

@@ -11,6 +11,7 @@
 //! - `registry`: the served models by name, readiness, background loading;
 //! - `runner`: one thread per model owning its session, with dynamic batching;
 //! - `decode`: encoded bytes to RGB8, with the pixel limit checked before decoding;
+//! - `decoded`: recently decoded images, so the fast and slow requests decode once;
 //! - `preprocess`: crop, resize, scale and lay out into the input tensor;
 //! - `classify`: softmax and top-k as `score:index:label` strings;
 //! - `request`: reading a `ModelInferRequest`, writing the response;
@@ -22,6 +23,7 @@
 pub mod classify;
 pub mod config;
 pub mod decode;
+pub mod decoded;
 pub mod error;
 pub mod preprocess;
 pub mod registry;
@@ -145,6 +147,7 @@ pub async fn run_with_ops(
     let service = GrpcInferenceServiceServer::new(service::InferenceService::new(
         registry,
         config.max_image_pixels,
+        config.decoded_cache_bytes,
     ))
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -182,8 +182,13 @@ impl Preprocess {
         max_pixels: u64,
     ) -> Result<Vec<f32>, ModelError> {
         let image = decode::decode_rgb8(encoded, index, max_pixels)?;
+        self.prepare_decoded(&image)
+    }
+
+    /// Prepares one decoded image's `image_len()` values. Blocking.
+    pub fn prepare_decoded(&self, image: &RgbImage) -> Result<Vec<f32>, ModelError> {
         let mut out = vec![0.0; self.image_len()];
-        self.prepare(&image, &mut Resizer::new(), &mut out)?;
+        self.prepare(image, &mut Resizer::new(), &mut out)?;
         Ok(out)
     }
 

@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
 use crate::{
+    decoded::DecodedImages,
     error::ModelError,
     registry::{Registry, VERSION},
     repository::ModelSpec,
@@ -30,16 +31,20 @@ pub struct InferenceService {
     max_image_pixels: u64,
     /// Bounds how many images are decoded at once (each may take `max_image_pixels * 3` bytes).
     decoding: Arc<Semaphore>,
+    /// One decode per image per process (the fast and the slow request bring the same image).
+    decoded: Arc<DecodedImages>,
 }
 
 impl InferenceService {
-    /// A service over `registry`, refusing images of more than `max_image_pixels`.
-    pub fn new(registry: Arc<Registry>, max_image_pixels: u64) -> Self {
+    /// A service over `registry`, refusing images of more than `max_image_pixels`, keeping up
+    /// to `decoded_cache_bytes` of decoded images for the other model's request.
+    pub fn new(registry: Arc<Registry>, max_image_pixels: u64, decoded_cache_bytes: usize) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
             registry,
             max_image_pixels,
             decoding: Arc::new(Semaphore::new(cores * 2)),
+            decoded: Arc::new(DecodedImages::new(decoded_cache_bytes)),
         }
     }
 
@@ -62,10 +67,12 @@ impl InferenceService {
                     .acquire_owned()
                     .await
                     .map_err(ModelError::internal)?;
+                let decoded = self.decoded.clone();
                 tokio::task::spawn_blocking(move || {
                     // Held until the work is done, even if the request is cancelled meanwhile.
                     let _permit = permit;
-                    spec.preprocess.prepare_encoded(&encoded, index, max_pixels)
+                    let image = decoded.decode(&encoded, index, max_pixels)?;
+                    spec.preprocess.prepare_decoded(&image)
                 })
                 .await
                 .map_err(|e| ModelError::internal(format!("preprocessing panicked: {e}")))?
@@ -217,7 +224,7 @@ mod tests {
         )
         .unwrap();
         spec.labels = vec!["a".into(), "b".into()];
-        InferenceService::new(Arc::new(Registry::new(vec![spec])), 100)
+        InferenceService::new(Arc::new(Registry::new(vec![spec])), 100, 0)
     }
 
     #[tokio::test]

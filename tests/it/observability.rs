@@ -166,6 +166,14 @@ async fn metrics_follow_a_request_through_the_fast_and_slow_paths() {
             grew(&before, &after, histogram, &[("model", model)], 1.0);
         }
     }
+    // The slow model's request found the image the fast one had decoded (or the reverse).
+    grew(
+        &before,
+        &after,
+        "tandem_model_decode_cache_hits_total",
+        &[],
+        1.0,
+    );
     // Queue gauges are read from JetStream at scrape time.
     for gauge in [
         "tandem_queue_messages",

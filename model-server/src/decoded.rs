@@ -1,0 +1,264 @@
+//! `DecodedImages`: one decode per image per process.
+//!
+//! The fast model's request and the slow worker's request carry the same encoded image, a few
+//! milliseconds apart at light load. Both models' inputs are cut from the same RGB pixels, so
+//! the second request takes the first one's decoded image instead of decoding again; while the
+//! first is still decoding, the second waits for it rather than decoding alongside it.
+//!
+//! Entries are keyed by the encoded bytes themselves (a hash finds the candidate, an equality
+//! check makes sure: a hash collision can never hand one client's pixels to another). The cache
+//! holds at most `budget` bytes of pixels, oldest out first, and nothing older than [`MAX_AGE`];
+//! images whose pixels take more than a quarter of the budget are not kept.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    hash::{DefaultHasher, Hash as _, Hasher as _},
+    sync::{Arc, Mutex, OnceLock},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use image::RgbImage;
+
+use crate::{decode, error::ModelError};
+
+/// How long a decoded image is kept at most: the slow request comes soon after the fast one or,
+/// behind a long queue, long after anything could be kept for it.
+pub const MAX_AGE: Duration = Duration::from_secs(10);
+
+/// The outcome of one decode, shared by every request that waits for it; `None` if it failed
+/// (each request then decodes on its own, for its own error message).
+type Slot = Arc<OnceLock<Option<Arc<RgbImage>>>>;
+
+struct Entry {
+    encoded: Bytes,
+    slot: Slot,
+    added: Instant,
+    /// Pixel bytes charged to the budget (0 until decoded).
+    size: usize,
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<u64, Entry>,
+    /// Keys, oldest first.
+    order: VecDeque<u64>,
+    bytes: usize,
+}
+
+/// Recently decoded images, shared by every model of the process.
+pub struct DecodedImages {
+    budget: usize,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for DecodedImages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecodedImages")
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DecodedImages {
+    /// A cache of at most `budget` bytes of pixels; 0 turns it off.
+    pub fn new(budget: usize) -> Self {
+        Self {
+            budget,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    /// Image `index` of a request, decoded to RGB8 by this call or by an earlier one for the
+    /// same bytes. Blocking: run it on the blocking pool.
+    pub fn decode(
+        &self,
+        encoded: &Bytes,
+        index: usize,
+        max_pixels: u64,
+    ) -> Result<Arc<RgbImage>, ModelError> {
+        let decode_here = || decode::decode_rgb8(encoded, index, max_pixels).map(Arc::new);
+        let Some((key, slot)) = self.slot(encoded) else {
+            return decode_here();
+        };
+        let mut mine = None;
+        let shared = slot.get_or_init(|| {
+            let decoded = decode_here();
+            let shared = decoded.as_ref().ok().cloned();
+            mine = Some(decoded);
+            shared
+        });
+        match (mine, shared) {
+            (Some(decoded), _) => {
+                // A failure is not kept: each request gets its own error, and junk is not held.
+                let size = decoded
+                    .as_ref()
+                    .map_or(usize::MAX, |image| image.as_raw().len() + encoded.len());
+                self.charge(key, &slot, size);
+                decoded
+            }
+            (None, Some(image)) => {
+                metrics::counter!("tandem_model_decode_cache_hits_total").increment(1);
+                Ok(image.clone())
+            }
+            (None, None) => decode_here(),
+        }
+    }
+
+    /// The slot for `encoded`, new or found; `None` when the cache is off.
+    fn slot(&self, encoded: &Bytes) -> Option<(u64, Slot)> {
+        if self.budget == 0 {
+            return None;
+        }
+        let mut hasher = DefaultHasher::new();
+        encoded.hash(&mut hasher);
+        let key = hasher.finish();
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.expire(Instant::now());
+        if let Some(entry) = inner.entries.get(&key) {
+            // Same hash, different bytes: decode without the cache rather than mix them up.
+            return (entry.encoded == *encoded).then(|| (key, entry.slot.clone()));
+        }
+        let slot = Slot::default();
+        inner.entries.insert(
+            key,
+            Entry {
+                encoded: encoded.clone(),
+                slot: slot.clone(),
+                added: Instant::now(),
+                size: 0,
+            },
+        );
+        inner.order.push_back(key);
+        Some((key, slot))
+    }
+
+    /// Counts a decoded image (its pixels and encoded bytes) against the budget, evicting the
+    /// oldest to make room; an image too big to keep (or a failure, `usize::MAX`) is dropped.
+    fn charge(&self, key: u64, slot: &Slot, size: usize) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(entry) = inner.entries.get_mut(&key) else {
+            return;
+        };
+        if !Arc::ptr_eq(&entry.slot, slot) {
+            return;
+        }
+        if size > self.budget / 4 {
+            inner.remove(key);
+            return;
+        }
+        entry.size = size;
+        inner.bytes += size;
+        while inner.bytes > self.budget {
+            let Some(oldest) = inner.order.front().copied() else {
+                break;
+            };
+            inner.remove(oldest);
+        }
+    }
+}
+
+impl Inner {
+    fn remove(&mut self, key: u64) {
+        if let Some(entry) = self.entries.remove(&key) {
+            self.bytes -= entry.size;
+            self.order.retain(|k| *k != key);
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some(&oldest) = self.order.front() {
+            let expired = self
+                .entries
+                .get(&oldest)
+                .is_none_or(|e| now.duration_since(e.added) > MAX_AGE);
+            if !expired {
+                break;
+            }
+            self.order.pop_front();
+            if let Some(entry) = self.entries.remove(&oldest) {
+                self.bytes -= entry.size;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn png(width: u32, height: u32, shade: u8) -> Bytes {
+        let image = RgbImage::from_pixel(width, height, image::Rgb([shade, 0, 0]));
+        let mut out = std::io::Cursor::new(Vec::new());
+        image.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        Bytes::from(out.into_inner())
+    }
+
+    #[test]
+    fn the_same_bytes_are_decoded_once() {
+        let cache = DecodedImages::new(1 << 20);
+        let encoded = png(8, 8, 10);
+        let first = cache.decode(&encoded, 0, 1000).unwrap();
+        // Another buffer with the same bytes, as a second request would bring.
+        let again = cache
+            .decode(&Bytes::from(encoded.to_vec()), 1, 1000)
+            .unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        let other = cache.decode(&png(8, 8, 20), 0, 1000).unwrap();
+        assert!(!Arc::ptr_eq(&first, &other));
+        assert_eq!(other.get_pixel(0, 0).0, [20, 0, 0]);
+    }
+
+    #[test]
+    fn failures_are_not_shared_and_name_their_own_image() {
+        let cache = DecodedImages::new(1 << 20);
+        let junk = Bytes::from_static(b"not an image at all");
+        for index in [0, 3] {
+            match cache.decode(&junk, index, 1000) {
+                Err(ModelError::Undecodable { index: got, .. }) => assert_eq!(got, index),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(
+            cache.inner.lock().unwrap().entries.is_empty(),
+            "junk is not held"
+        );
+    }
+
+    #[test]
+    fn the_budget_bounds_what_is_kept() {
+        // Room for five 8 x 8 images (192 bytes of pixels each, plus their encoded bytes); a
+        // 16 x 16 image (768 bytes of pixels, over a quarter of the budget) is never kept.
+        let images: Vec<Bytes> = (0..8).map(|i| png(8, 8, i)).collect();
+        let largest = images.iter().map(Bytes::len).max().unwrap();
+        let smallest = images.iter().map(Bytes::len).min().unwrap();
+        let budget = 5 * (192 + largest) + 10;
+        assert!(6 * (192 + smallest) > budget, "six never fit");
+        let cache = DecodedImages::new(budget);
+        for image in &images {
+            cache.decode(image, 0, 1000).unwrap();
+        }
+        let inner = cache.inner.lock().unwrap();
+        assert!(inner.bytes <= budget, "{}", inner.bytes);
+        assert_eq!(inner.entries.len(), 5);
+        drop(inner);
+        let first = cache.decode(&images[0], 0, 1000).unwrap();
+        let again = cache.decode(&images[0], 0, 1000).unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "decoded again, and kept");
+        let big = png(16, 16, 1);
+        assert!(768 > budget / 4);
+        let a = cache.decode(&big, 0, 1000).unwrap();
+        let b = cache.decode(&big, 0, 1000).unwrap();
+        assert!(!Arc::ptr_eq(&a, &b));
+    }
+
+    #[test]
+    fn a_zero_budget_turns_it_off() {
+        let cache = DecodedImages::new(0);
+        let encoded = png(4, 4, 1);
+        let a = cache.decode(&encoded, 0, 1000).unwrap();
+        let b = cache.decode(&encoded, 0, 1000).unwrap();
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert!(cache.inner.lock().unwrap().entries.is_empty());
+    }
+}
