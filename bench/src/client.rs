@@ -144,36 +144,44 @@ impl SseStream {
         Ok(())
     }
 
-    /// Waits for the next event and returns its name and when it arrived.
-    pub async fn next_event(&mut self) -> anyhow::Result<(String, Instant)> {
+    /// Waits for the next event and returns its name, its data and when it arrived.
+    pub async fn next_event(&mut self) -> anyhow::Result<(Event, Instant)> {
         loop {
-            if let Some(name) = self.take_event() {
-                return Ok((name, Instant::now()));
+            if let Some(event) = self.take_event() {
+                return Ok((event, Instant::now()));
             }
             self.fill().await?;
         }
     }
 
     /// Waits for one of the final events (`succeeded`, `failed`, `cancelled`).
-    pub async fn until_final(&mut self) -> anyhow::Result<(String, Instant)> {
+    pub async fn until_final(&mut self) -> anyhow::Result<(Event, Instant)> {
         loop {
-            let (name, at) = self.next_event().await?;
-            if FINAL_EVENTS.contains(&name.as_str()) {
-                return Ok((name, at));
+            let (event, at) = self.next_event().await?;
+            if FINAL_EVENTS.contains(&event.name.as_str()) {
+                return Ok((event, at));
             }
         }
     }
 
-    /// The name of the next complete `event:` line after the cursor, if any.
-    fn take_event(&mut self) -> Option<String> {
+    /// The next complete event after the cursor, if any.
+    fn take_event(&mut self) -> Option<Event> {
         take_event(&self.buf, &mut self.cursor)
     }
 }
 
+/// One server-sent event: its name and its (one-line) data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub name: String,
+    pub data: String,
+}
+
 /// Finds the next `event: NAME\n` in `buf` from `cursor`, whose whole event (up to the blank
 /// line that ends it) has arrived, and moves the cursor past it.
-fn take_event(buf: &[u8], cursor: &mut usize) -> Option<String> {
+fn take_event(buf: &[u8], cursor: &mut usize) -> Option<Event> {
     const TAG: &[u8] = b"event: ";
+    const DATA: &[u8] = b"data: ";
     let rest = buf.get(*cursor..)?;
     let at = rest.windows(TAG.len()).position(|w| w == TAG)?;
     let name_start = at + TAG.len();
@@ -182,11 +190,21 @@ fn take_event(buf: &[u8], cursor: &mut usize) -> Option<String> {
         .windows(2)
         .position(|w| w == b"\n\n")
         .map(|e| name_start + e + 2)?;
-    let name = String::from_utf8_lossy(&rest[name_start..name_start + name_len])
-        .trim()
-        .to_owned();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).trim().to_owned();
+    let event = &rest[name_start..end];
+    let data = event
+        .windows(DATA.len())
+        .position(|w| w == DATA)
+        .map(|d| {
+            let line = &event[d + DATA.len()..];
+            text(&line[..line.iter().position(|&b| b == b'\n').unwrap_or(line.len())])
+        })
+        .unwrap_or_default();
     *cursor += end;
-    Some(name)
+    Some(Event {
+        name: text(&rest[name_start..name_start + name_len]),
+        data,
+    })
 }
 
 #[cfg(test)]
@@ -199,10 +217,19 @@ mod tests {
         let mut buf = b"HTTP/1.1 200 OK\r\n\r\n1a\r\nevent: queued\nid: 1\ndata: {}\n".to_vec();
         assert_eq!(take_event(&buf, &mut cursor), None, "not ended yet");
         buf.extend_from_slice(b"\n\r\nevent: succ");
-        assert_eq!(take_event(&buf, &mut cursor).as_deref(), Some("queued"));
+        let event = |name: &str, data: &str| {
+            Some(Event {
+                name: name.into(),
+                data: data.into(),
+            })
+        };
+        assert_eq!(take_event(&buf, &mut cursor), event("queued", "{}"));
         assert_eq!(take_event(&buf, &mut cursor), None);
         buf.extend_from_slice(b"eeded\nid: 2\ndata: {\"a\": 1}\n\n");
-        assert_eq!(take_event(&buf, &mut cursor).as_deref(), Some("succeeded"));
+        assert_eq!(
+            take_event(&buf, &mut cursor),
+            event("succeeded", "{\"a\": 1}")
+        );
         assert_eq!(take_event(&buf, &mut cursor), None);
     }
 

@@ -82,8 +82,8 @@ pub async fn fanout(
                 .await;
                 drop(permit);
                 let _ = ready_tx.send(opened.is_ok());
-                let (name, at) = opened?.until_final().await?;
-                anyhow::ensure!(name == "succeeded", "ended {name}");
+                let (event, at) = opened?.until_final().await?;
+                anyhow::ensure!(event.name == "succeeded", "ended {}", event.name);
                 anyhow::Ok(at)
             })
         })

@@ -10,8 +10,10 @@
 //! Layout: `stats` (percentiles, CPU and memory from /proc), `client` (HTTP and SSE clients),
 //! `load` (closed-loop load), `procs` (the services), `inputs` (photos, model repositories with
 //! changed settings), `floor`, `fast` (b, d), `slow` (c, e), `fanout` (f), `report` (targets
-//! and tables), `chart` (the PNG).
+//! and tables), `breakdown` (where the time goes), `variants` (row b's other settings), `chart`
+//! (the PNG).
 
+mod breakdown;
 mod chart;
 mod client;
 mod fanout;
@@ -26,6 +28,7 @@ mod report;
 mod slow;
 mod stats;
 mod tables;
+mod variants;
 
 use std::{
     path::{Path, PathBuf},
@@ -253,7 +256,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             Ok(h) => results.http_floor = Some(h),
             Err(e) => failed("b (http floor)", e),
         }
-        match variants(&settings, &env, &models, &chelsea).await {
+        match variants::row_b(&settings, &env, &models, &chelsea).await {
             Ok(points) => results.predict.extend(points),
             Err(e) => failed("b (other settings)", e),
         }
@@ -312,73 +315,6 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
 
 /// Row b, dynamic batching: the fast model waiting up to 2 ms to fill a batch, at the
 /// concurrencies where batches can form.
-/// Row b's other settings: the fast model's batching wait at high concurrency, and ONNX
-/// Runtime's intra-op threads sleeping instead of spinning at concurrency 1 and at the
-/// throughput point.
-async fn variants(
-    settings: &Settings,
-    env: &procs::Env,
-    models: &Path,
-    chelsea: &inputs::Photo,
-) -> anyhow::Result<Vec<fast::PredictPoint>> {
-    let high: Vec<usize> = settings
-        .concurrency
-        .iter()
-        .copied()
-        .filter(|c| *c >= 16)
-        .collect();
-    let mut points = variant_curve(
-        settings,
-        env,
-        models,
-        chelsea,
-        &[(FAST, "max_queue_delay_us", "2000")],
-        &high,
-        "fast model max_queue_delay_us = 2000",
-    )
-    .await?;
-    let mut spinning = vec![1, settings.throughput_concurrency];
-    spinning.dedup();
-    points.extend(
-        variant_curve(
-            settings,
-            env,
-            models,
-            chelsea,
-            &[(FAST, "intra_op_spinning", "false")],
-            &spinning,
-            "fast model intra_op_spinning = false",
-        )
-        .await?,
-    );
-    Ok(points)
-}
-
-/// `/predict` with chelsea on a model server whose `models/` has `overrides`.
-async fn variant_curve(
-    settings: &Settings,
-    env: &procs::Env,
-    models: &Path,
-    chelsea: &inputs::Photo,
-    overrides: &[(&str, &str, &str)],
-    concurrencies: &[usize],
-    label: &str,
-) -> anyhow::Result<Vec<fast::PredictPoint>> {
-    let repo = inputs::variant_repository(models, &[FAST], overrides)?;
-    let server = ModelServer::start(env, repo.path(), None).await?;
-    let points = fast::predict_curve(
-        settings,
-        env,
-        &server,
-        &[(chelsea, settings.secs)],
-        concurrencies,
-        label,
-    )
-    .await;
-    server.proc.stop().await;
-    points
-}
-
 fn environment(settings: &Settings, root: &Path) -> anyhow::Result<procs::Env> {
     let nats_server = std::env::var_os("TANDEM_NATS_SERVER")
         .map(PathBuf::from)

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     Settings,
+    breakdown::JobSpans,
     client::{self, Conn, SseStream},
     fast::{FAST, SLOW},
     inputs::Photo,
@@ -39,15 +40,18 @@ pub struct JobsRun {
     /// Jobs that ended otherwise, or whose submission or stream failed.
     pub errors: u64,
     pub cpu: CpuSplit,
+    /// Where the time went, means (from each job's final record).
+    #[serde(default)]
+    pub spans: Option<JobSpans>,
     pub samples: Vec<f64>,
 }
 
-/// One job: submit, open its events, wait for the end. (total ms, ms after the reply).
+/// One job: submit, open its events, wait for the end. (total ms, ms after the reply, spans).
 pub async fn one_job(
     addr: SocketAddr,
     conn: &mut Conn,
     photo: &Photo,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<(f64, f64, Option<JobSpans>)> {
     let sent = Instant::now();
     let (status, body) = conn
         .send(
@@ -61,10 +65,11 @@ pub async fn one_job(
     let id = client::job_id(&body)?;
     let replied = Instant::now();
     let mut events = SseStream::open(addr, &id).await?;
-    let (name, at) = events.until_final().await?;
-    ensure!(name == "succeeded", "job {id} ended {name}");
+    let (event, at) = events.until_final().await?;
+    let wall = time::OffsetDateTime::now_utc();
+    ensure!(event.name == "succeeded", "job {id} ended {}", event.name);
     let ms = |from: Instant| at.duration_since(from).as_secs_f64() * 1000.0;
-    Ok((ms(sent), ms(replied)))
+    Ok((ms(sent), ms(replied), JobSpans::of(&event.data, wall)))
 }
 
 /// `clients` closed-loop clients for `secs` (or, with `jobs`, one client for that many jobs).
@@ -74,7 +79,7 @@ async fn jobs_loop(
     clients: usize,
     secs: f64,
     jobs: Option<usize>,
-) -> anyhow::Result<(Vec<f64>, Vec<f64>, u64, f64)> {
+) -> anyhow::Result<Loop> {
     let started = Instant::now();
     let end = started + Duration::from_secs_f64(secs);
     let tasks = (0..clients).map(|_| {
@@ -82,14 +87,16 @@ async fn jobs_loop(
         tokio::spawn(async move {
             let mut conn = Conn::connect(addr).await?;
             let (mut total, mut after, mut errors, mut in_window) = (Vec::new(), Vec::new(), 0, 0);
+            let mut spans = Vec::new();
             while match jobs {
                 Some(n) => total.len() + (errors as usize) < n,
                 None => Instant::now() < end,
             } {
                 match one_job(addr, &mut conn, &photo).await {
-                    Ok((t, a)) => {
+                    Ok((t, a, s)) => {
                         total.push(t);
                         after.push(a);
+                        spans.extend(s);
                         in_window += usize::from(Instant::now() <= end);
                     }
                     Err(e) => {
@@ -101,14 +108,16 @@ async fn jobs_loop(
                     }
                 }
             }
-            anyhow::Ok((total, after, errors, in_window))
+            anyhow::Ok((total, after, errors, in_window, spans))
         })
     });
     let (mut total, mut after, mut errors, mut in_window) = (Vec::new(), Vec::new(), 0, 0);
+    let mut spans = Vec::new();
     for result in futures::future::join_all(tasks).await {
-        let (t, a, e, w) = result??;
+        let (t, a, e, w, s) = result??;
         total.extend(t);
         after.extend(a);
+        spans.extend(s);
         errors += e;
         in_window += w;
     }
@@ -116,7 +125,22 @@ async fn jobs_loop(
         Some(_) => total.len() as f64 / started.elapsed().as_secs_f64(),
         None => in_window as f64 / secs,
     };
-    Ok((total, after, errors, per_sec))
+    Ok(Loop {
+        total,
+        after,
+        errors,
+        per_sec,
+        spans,
+    })
+}
+
+/// What a jobs loop measured.
+struct Loop {
+    total: Vec<f64>,
+    after: Vec<f64>,
+    errors: u64,
+    per_sec: f64,
+    spans: Vec<JobSpans>,
 }
 
 /// What one jobs run uses.
@@ -163,8 +187,13 @@ pub async fn jobs_run(
     // Warm up every connection and the model threads.
     jobs_loop(gateway.addr, photo, clients, settings.warmup_secs, None).await?;
     let meter = CpuMeter::start(&pids);
-    let (total, after, errors, per_sec) =
-        jobs_loop(gateway.addr, photo, clients, settings.secs, jobs).await?;
+    let Loop {
+        total,
+        after,
+        errors,
+        per_sec,
+        spans,
+    } = jobs_loop(gateway.addr, photo, clients, settings.secs, jobs).await?;
     let cpu = meter.stop();
     for worker in workers {
         worker.proc.stop().await;
@@ -183,6 +212,7 @@ pub async fn jobs_run(
         jobs_per_sec: round3(per_sec),
         errors,
         cpu,
+        spans: JobSpans::mean(&spans),
         samples: total.iter().map(|v| round3(*v)).collect(),
     };
     println!(
@@ -218,6 +248,23 @@ pub async fn slow_answer(
             settings,
             &stack(settings.worker_concurrency),
             "light",
+            chelsea,
+            1,
+            Some(settings.light_jobs),
+        )
+        .await?,
+    );
+    // The same with the null model on the fast path: the slow path's own cost, without the
+    // fast model's inference sharing the cores with the slow one's.
+    let alone = Stack {
+        fast_model: "null",
+        ..stack(settings.worker_concurrency)
+    };
+    runs.push(
+        jobs_run(
+            settings,
+            &alone,
+            "light, null fast model",
             chelsea,
             1,
             Some(settings.light_jobs),

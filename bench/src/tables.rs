@@ -2,11 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::{
-    fast::{FAST, SLOW},
-    report::Results,
-    stats::CpuSplit,
-};
+use crate::{fast::SLOW, report::Results, stats::CpuSplit};
 
 fn met(m: Option<bool>) -> &'static str {
     match m {
@@ -140,7 +136,7 @@ pub fn markdown(r: &Results) -> String {
                 cpu_per(&p.cpu, units)
             );
         }
-        breakdown(w, r);
+        crate::breakdown::fast(w, r);
     }
 
     if !r.slow_answer.is_empty() {
@@ -164,6 +160,7 @@ pub fn markdown(r: &Results) -> String {
                 j.errors
             );
         }
+        crate::breakdown::slow(w, r);
     }
 
     if !r.isolation.is_empty() {
@@ -258,88 +255,4 @@ pub fn markdown(r: &Results) -> String {
         );
     }
     md
-}
-
-/// Where the time of one `/predict` goes at concurrency 1, from the services' own histograms.
-fn breakdown(w: &mut String, r: &Results) {
-    let Some(p) = r.point("chelsea", 1) else {
-        return;
-    };
-    let floor = r.floor.as_ref();
-    let ort_floor = floor
-        .and_then(|f| f.of(FAST))
-        .map_or(0.0, |f| f.latency.mean_ms);
-    let prep = floor
-        .and_then(|f| f.preprocess.iter().find(|p| p.image == "chelsea"))
-        .map_or(0.0, |p| p.latency.mean_ms);
-    let http = r.http_floor.as_ref().map_or(0.0, |h| h.mean_ms);
-    let rows = [
-        (
-            "client round trip (the measured latency)",
-            p.latency.mean_ms,
-            String::new(),
-        ),
-        (
-            "  outside the gateway's handler: HTTP, loopback, client",
-            p.latency.mean_ms - p.gateway_ms_mean,
-            format!("`GET /healthz` round trip: {http:.3} ms"),
-        ),
-        (
-            "  everything but ONNX Runtime",
-            p.latency.mean_ms - p.ort_batch_ms_mean,
-            String::new(),
-        ),
-        (
-            "  inside the gateway, to the response head",
-            p.gateway_ms_mean,
-            String::new(),
-        ),
-        (
-            "    beyond the model call: body, JetStream (concurrent with the call), the KV update after it",
-            p.gateway_ms_mean - p.model_call_ms_mean,
-            String::new(),
-        ),
-        (
-            "    the model call (gRPC, decode, preprocessing, inference)",
-            p.model_call_ms_mean,
-            String::new(),
-        ),
-        (
-            "      beyond ONNX Runtime: gRPC, decode, preprocessing, queueing",
-            p.model_call_ms_mean - p.ort_batch_ms_mean,
-            String::new(),
-        ),
-        (
-            "        decode + preprocessing in the model server",
-            p.preprocess_ms_mean,
-            format!("in-process, one thread, nothing else running: {prep:.2} ms"),
-        ),
-        (
-            "        waiting in the model's queue",
-            p.queue_ms_mean,
-            String::new(),
-        ),
-        (
-            "        the rest: gRPC both ways, thread hand-offs, the reply's top-k",
-            p.model_call_ms_mean - p.ort_batch_ms_mean - p.preprocess_ms_mean - p.queue_ms_mean,
-            String::new(),
-        ),
-        (
-            "      ONNX Runtime in the model server",
-            p.ort_batch_ms_mean,
-            format!("in-process floor: {ort_floor:.2} ms"),
-        ),
-    ];
-    let _ = writeln!(
-        w,
-        "\nWhere the time of one request goes (chelsea, concurrency 1, means from the services' own histograms):\n\n\
-         | span | mean ms | compare with |\n|---|---|---|"
-    );
-    for (span, ms, compare) in rows {
-        let _ = writeln!(
-            w,
-            "| {} | {ms:.2} | {compare} |",
-            span.replace("  ", "&nbsp;&nbsp;")
-        );
-    }
 }

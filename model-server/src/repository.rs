@@ -30,6 +30,20 @@ pub enum OutputKind {
     Probabilities,
 }
 
+/// When the session's idle intra-op threads spin waiting for work instead of sleeping.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Spinning {
+    /// While a batch runs (operators hand work over fast), not between batches, when the
+    /// cores belong to decoding, the gateway and NATS (`session.force_spinning_stop`).
+    #[default]
+    Run,
+    /// Always: ONNX Runtime's own default; spinning threads keep a core busy after each run.
+    Always,
+    /// Never: every parallel operator waits for its threads to wake up.
+    Never,
+}
+
 /// What runs the model.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -67,8 +81,8 @@ pub struct ModelSpec {
     pub output_kind: OutputKind,
     /// ONNX Runtime intra-op threads for this model's session.
     pub intra_op_threads: usize,
-    /// Whether idle intra-op threads spin (ONNX Runtime's default) or sleep between runs.
-    pub intra_op_spinning: bool,
+    /// When idle intra-op threads spin rather than sleep.
+    pub intra_op_spinning: Spinning,
     /// Most images run together in one session call.
     pub max_batch_size: usize,
     /// How long the model thread waits for more requests to fill a batch.
@@ -333,10 +347,8 @@ struct RawConfig {
     output_kind: OutputKind,
     #[serde(default = "default_threads")]
     intra_op_threads: usize,
-    // On by default, as in ONNX Runtime: sleeping threads make every parallel operator wait
-    // for a wake-up, which costs more than the spinning takes (BENCHMARKS.md, row b).
-    #[serde(default = "default_spinning")]
-    intra_op_spinning: bool,
+    #[serde(default)]
+    intra_op_spinning: Spinning,
     #[serde(default = "default_batch")]
     max_batch_size: usize,
     #[serde(default)]
@@ -348,9 +360,6 @@ fn default_onnx() -> String {
 }
 fn default_labels() -> String {
     "labels.txt".into()
-}
-fn default_spinning() -> bool {
-    true
 }
 fn default_threads() -> usize {
     1

@@ -24,7 +24,7 @@ fn defaults_fill_the_optional_fields() {
     assert_eq!(spec.preprocess.crop, Crop::Center);
     assert_eq!(spec.output_kind, OutputKind::Logits);
     assert_eq!(spec.intra_op_threads, 1);
-    assert!(spec.intra_op_spinning, "ONNX Runtime's default");
+    assert_eq!(spec.intra_op_spinning, Spinning::Run);
     assert_eq!(spec.max_batch_size, 8);
     assert_eq!(spec.max_queue_delay, Duration::ZERO);
     assert_eq!(spec.backend, Backend::Onnx);
@@ -54,7 +54,7 @@ scaling = { mean = [0.485, 0.456, 0.406], std = [0.229, 0.224, 0.225] }
 crop = "none"
 output_kind = "probabilities"
 intra_op_threads = 4
-intra_op_spinning = false
+intra_op_spinning = "never"
 max_batch_size = 16
 max_queue_delay_us = 500
 "#,
@@ -79,7 +79,7 @@ max_queue_delay_us = 500
         }
     );
     assert_eq!(spec.intra_op_threads, 4);
-    assert!(!spec.intra_op_spinning);
+    assert_eq!(spec.intra_op_spinning, Spinning::Never);
     assert_eq!(spec.max_batch_size, 16);
     assert_eq!(spec.max_queue_delay, Duration::from_micros(500));
 }

@@ -21,7 +21,10 @@ use ort::{
 };
 use tokio::sync::oneshot;
 
-use crate::{error::ModelError, repository::ModelSpec};
+use crate::{
+    error::ModelError,
+    repository::{ModelSpec, Spinning},
+};
 
 /// Requests that may wait in a model's queue before new ones are refused.
 const QUEUE_CAPACITY: usize = 256;
@@ -148,7 +151,16 @@ fn load_session(spec: &ModelSpec, environment: &Environment) -> anyhow::Result<S
         .map_err(ort)?
         .with_inter_threads(1)
         .map_err(ort)?
-        .with_intra_op_spinning(spec.intra_op_spinning)
+        .with_intra_op_spinning(spec.intra_op_spinning != Spinning::Never)
+        .map_err(ort)?
+        .with_config_entry(
+            "session.force_spinning_stop",
+            if spec.intra_op_spinning == Spinning::Run {
+                "1"
+            } else {
+                "0"
+            },
+        )
         .map_err(ort)?;
     let session = builder
         .commit_from_file(&spec.onnx_path)
@@ -158,7 +170,7 @@ fn load_session(spec: &ModelSpec, environment: &Environment) -> anyhow::Result<S
         model = %spec.name,
         file = %spec.onnx_path.display(),
         threads = spec.intra_op_threads,
-        spinning = spec.intra_op_spinning,
+        spinning = ?spec.intra_op_spinning,
         max_batch_size = spec.max_batch_size,
         ms = started.elapsed().as_millis(),
         "model loaded"
