@@ -256,18 +256,15 @@ pub struct Isolation {
 pub enum Sharing {
     /// One model server with `models/` as committed.
     Shipped,
-    /// One model server; the slow model's `intra_op_threads` set to this.
-    SlowThreads(usize),
-    /// The slow model on a model server of its own under `nice -n N`.
-    SlowServerNiced(i32),
+    /// One model server; one of the slow model's `config.toml` keys set to a value.
+    SlowSetting(&'static str, &'static str),
 }
 
 impl Sharing {
     pub fn label(self) -> String {
         match self {
             Self::Shipped => "shipped: one model server, models/ as committed".into(),
-            Self::SlowThreads(n) => format!("slow model intra_op_threads = {n}"),
-            Self::SlowServerNiced(n) => format!("slow model on its own server, nice -n {n}"),
+            Self::SlowSetting(key, value) => format!("slow model {key} = {value}"),
         }
     }
 }
@@ -283,22 +280,10 @@ pub async fn isolation(
 ) -> anyhow::Result<Isolation> {
     let (_repos, own_fast, own_slow) = match sharing {
         Sharing::Shipped => (Vec::new(), None, None),
-        Sharing::SlowThreads(n) => {
-            let threads = n.to_string();
-            let repo = inputs::variant_repository(
-                models,
-                &[FAST, SLOW],
-                &[(SLOW, "intra_op_threads", &threads)],
-            )?;
+        Sharing::SlowSetting(key, value) => {
+            let repo = inputs::variant_repository(models, &[FAST, SLOW], &[(SLOW, key, value)])?;
             let server = ModelServer::start(env, repo.path(), None).await?;
-            (vec![repo], Some(server), None)
-        }
-        Sharing::SlowServerNiced(nice) => {
-            let fast_repo = inputs::variant_repository(models, &[FAST], &[])?;
-            let slow_repo = inputs::variant_repository(models, &[SLOW], &[])?;
-            let fast = ModelServer::start(env, fast_repo.path(), None).await?;
-            let slow = ModelServer::start(env, slow_repo.path(), Some(nice)).await?;
-            (vec![fast_repo, slow_repo], Some(fast), Some(slow))
+            (vec![repo], Some(server), None::<ModelServer>)
         }
     };
     let fast_server = own_fast.as_ref().unwrap_or(shipped);

@@ -276,8 +276,8 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         println!("d. /predict with the slow queue saturated");
         for sharing in [
             Sharing::Shipped,
-            Sharing::SlowThreads(2),
-            Sharing::SlowServerNiced(10),
+            Sharing::SlowSetting("thread_nice", "0"),
+            Sharing::SlowSetting("intra_op_threads", "2"),
         ] {
             match fast::isolation(&settings, &env, &models, &shipped, &chelsea, sharing).await {
                 Ok(i) => results.isolation.push(i),

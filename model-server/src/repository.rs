@@ -83,6 +83,9 @@ pub struct ModelSpec {
     pub intra_op_threads: usize,
     /// When idle intra-op threads spin rather than sleep.
     pub intra_op_spinning: Spinning,
+    /// Niceness of the model's threads (0 to 19): above 0, they yield the cores to other
+    /// models' threads when both have work.
+    pub thread_nice: i32,
     /// Most images run together in one session call.
     pub max_batch_size: usize,
     /// How long the model thread waits for more requests to fill a batch.
@@ -207,6 +210,15 @@ impl ModelSpec {
                 ),
             );
         }
+        if !(0..=19).contains(&raw.thread_nice) {
+            field(
+                "thread_nice",
+                format!(
+                    "{} must be between 0 and 19 (a model's threads can only be made nicer)",
+                    raw.thread_nice
+                ),
+            );
+        }
         if !(1..=MAX_BATCH).contains(&raw.max_batch_size) {
             field(
                 "max_batch_size",
@@ -247,6 +259,7 @@ impl ModelSpec {
             output_kind: raw.output_kind,
             intra_op_threads: raw.intra_op_threads,
             intra_op_spinning: raw.intra_op_spinning,
+            thread_nice: raw.thread_nice,
             max_batch_size: raw.max_batch_size,
             max_queue_delay: Duration::from_micros(raw.max_queue_delay_us),
         })
@@ -349,6 +362,8 @@ struct RawConfig {
     intra_op_threads: usize,
     #[serde(default)]
     intra_op_spinning: Spinning,
+    #[serde(default)]
+    thread_nice: i32,
     #[serde(default = "default_batch")]
     max_batch_size: usize,
     #[serde(default)]

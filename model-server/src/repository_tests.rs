@@ -95,6 +95,7 @@ width = 0
 height = 224
 scaling = { mean = [0.5, 0.5, 0.5], std = [0.5, 0.0, 0.5] }
 intra_op_threads = 0
+thread_nice = -5
 max_batch_size = 0
 max_queue_delay_us = 5000000
 "#,
@@ -107,12 +108,13 @@ max_queue_delay_us = 5000000
         "`width`",
         "`scaling`",
         "`intra_op_threads`",
+        "`thread_nice`",
         "`max_batch_size`",
         "`max_queue_delay_us`",
     ] {
         assert!(err.contains(field), "{field} missing from: {err}");
     }
-    assert_eq!(err.matches("models/m/config.toml").count(), 7, "{err}");
+    assert_eq!(err.matches("models/m/config.toml").count(), 8, "{err}");
 }
 
 #[test]

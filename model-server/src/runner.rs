@@ -59,6 +59,8 @@ impl ModelRunner {
         std::thread::Builder::new()
             .name(format!("model-{name}"))
             .spawn(move || {
+                // Before the session exists: ONNX Runtime's own threads inherit it.
+                set_nice(&spec);
                 let mut session = match load_session(&spec, &environment) {
                     Ok(session) => {
                         let _ = loaded_tx.send(Ok(()));
@@ -109,6 +111,7 @@ impl ModelRunner {
         std::thread::Builder::new()
             .name(format!("model-{name}"))
             .spawn(move || {
+                set_nice(&spec);
                 serve(
                     &jobs,
                     spec.max_batch_size,
@@ -171,6 +174,7 @@ fn load_session(spec: &ModelSpec, environment: &Environment) -> anyhow::Result<S
         file = %spec.onnx_path.display(),
         threads = spec.intra_op_threads,
         spinning = ?spec.intra_op_spinning,
+        nice = spec.thread_nice,
         max_batch_size = spec.max_batch_size,
         ms = started.elapsed().as_millis(),
         "model loaded"
@@ -278,6 +282,18 @@ fn infer(
         ));
     }
     Ok(data.to_vec())
+}
+
+/// Makes the calling thread (and the threads it starts) as nice as the model says. Linux
+/// niceness is per thread: the other models and the async runtime keep theirs.
+fn set_nice(spec: &ModelSpec) {
+    if spec.thread_nice == 0 {
+        return;
+    }
+    let thread = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(thread), spec.thread_nice) {
+        tracing::warn!(model = %spec.name, nice = spec.thread_nice, error = %e, "cannot make the model's threads nicer");
+    }
 }
 
 fn queue_wait(spec: &ModelSpec) -> metrics::Histogram {

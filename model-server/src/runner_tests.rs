@@ -94,3 +94,41 @@ fn engine_failures_reach_every_request_of_the_batch() {
         assert!(matches!(err, ModelError::Internal(_)), "{err}");
     }
 }
+
+/// The niceness of this process's thread named `name`, from /proc.
+fn nice_of_thread(name: &str) -> Option<i32> {
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            let tid = task.file_name().to_string_lossy().parse().ok()?;
+            let pid = rustix::process::Pid::from_raw(tid)?;
+            return rustix::process::getpriority_process(Some(pid)).ok();
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn a_models_threads_get_its_niceness_and_nothing_else_does() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("nicer");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("config.toml"),
+        "backend = \"null\"\ninput_tensor = \"input\"\noutput_tensor = \"scores\"\n\
+         width = 2\nheight = 2\nscaling = { scale = 1.0, offset = 0.0 }\nthread_nice = 7\n",
+    )
+    .unwrap();
+    let spec = crate::repository::ModelSpec::load(&dir).unwrap();
+    assert_eq!(spec.thread_nice, 7);
+    let before = rustix::process::getpriority_process(None).unwrap();
+    let runner = ModelRunner::start_null(Arc::new(spec)).unwrap();
+    // The thread has started once it has answered.
+    runner.infer(vec![0.0; 12], 1).await.unwrap();
+    assert_eq!(nice_of_thread("model-nicer"), Some(7));
+    assert_eq!(
+        rustix::process::getpriority_process(None).unwrap(),
+        before,
+        "the process's own niceness is unchanged"
+    );
+}
