@@ -18,6 +18,30 @@ pub struct Photo {
     pub content_type: &'static str,
 }
 
+/// Makes every request's bytes different from the last: the model server decodes each image
+/// once per process (`TANDEM_DECODED_CACHE_MB`), and a load generator repeating one file would
+/// otherwise measure decoding it once.
+static UNIQUE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl Photo {
+    /// The photo's bytes, made unique: a JPEG comment segment after its start marker, or (PNG)
+    /// 8 bytes after its end, which decoders ignore. The pixels are the same.
+    pub fn unique_bytes(&self) -> Bytes {
+        let n = UNIQUE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut out = Vec::with_capacity(self.bytes.len() + 12);
+        if self.bytes.starts_with(&[0xFF, 0xD8]) {
+            out.extend_from_slice(&self.bytes[..2]);
+            out.extend_from_slice(&[0xFF, 0xFE, 0x00, 0x0A]);
+            out.extend_from_slice(&n.to_be_bytes());
+            out.extend_from_slice(&self.bytes[2..]);
+        } else {
+            out.extend_from_slice(&self.bytes);
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+        Bytes::from(out)
+    }
+}
+
 /// `tests/data/chelsea.jpg` as it is.
 pub fn chelsea(root: &Path) -> anyhow::Result<Photo> {
     let path = root.join("tests/data/chelsea.jpg");
@@ -128,6 +152,22 @@ fn override_keys(text: &str, overrides: &[(&str, &str, &str)], model: &str) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unique_bytes_differ_and_decode_to_the_same_pixels() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let chelsea = chelsea(&root).unwrap();
+        let tiny = tiny().unwrap();
+        for photo in [&chelsea, &tiny] {
+            let (a, b) = (photo.unique_bytes(), photo.unique_bytes());
+            assert_ne!(a, b);
+            let original = image::load_from_memory(&photo.bytes).unwrap().to_rgb8();
+            for bytes in [a, b] {
+                let decoded = image::load_from_memory(&bytes).unwrap().to_rgb8();
+                assert!(decoded == original, "{}: the same pixels", photo.name);
+            }
+        }
+    }
 
     #[test]
     fn overrides_replace_or_append_keys_of_their_model_only() {

@@ -15,13 +15,14 @@ use crate::{
     stats::ms_since,
 };
 
-/// One request, sent again and again.
+/// One request, sent again and again (a photo's bytes made unique each time).
 #[derive(Debug, Clone)]
 pub struct Call {
     pub method: Method,
     pub path: &'static str,
     pub content_type: Option<&'static str>,
     pub body: Bytes,
+    pub photo: Option<Photo>,
 }
 
 impl Call {
@@ -31,7 +32,8 @@ impl Call {
             method: Method::POST,
             path: "/predict",
             content_type: Some(photo.content_type),
-            body: photo.bytes.clone(),
+            body: Bytes::new(),
+            photo: Some(photo.clone()),
         }
     }
 
@@ -42,6 +44,7 @@ impl Call {
             path: "/healthz",
             content_type: None,
             body: Bytes::new(),
+            photo: None,
         }
     }
 }
@@ -104,7 +107,9 @@ async fn client_loop(
                 call.method.clone(),
                 call.path,
                 call.content_type,
-                call.body.clone(),
+                call.photo
+                    .as_ref()
+                    .map_or_else(|| call.body.clone(), Photo::unique_bytes),
             )
             .await;
         match sent {

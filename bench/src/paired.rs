@@ -142,7 +142,7 @@ pub async fn fast(
                         Method::POST,
                         "/predict",
                         Some(chelsea.content_type),
-                        chelsea.bytes.clone(),
+                        chelsea.unique_bytes(),
                     )
                     .await?;
                 anyhow::ensure!(status.is_success(), "/predict answered {status}");

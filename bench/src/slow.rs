@@ -58,7 +58,7 @@ pub async fn one_job(
             Method::POST,
             "/predict",
             Some(photo.content_type),
-            photo.bytes.clone(),
+            photo.unique_bytes(),
         )
         .await?;
     ensure!(status.is_success(), "/predict answered {status}");
