@@ -7,16 +7,15 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::{
-    LABEL, PHOTO, RATE, SERIAL, jetstream_on,
+    LABEL, PHOTO, RATE, SERIAL,
     load::Load,
+    stop_and_tally,
     support::{
         app::{AppOptions, spawn_app_with},
         gateway::Gateway,
         photo,
         sse::{SseEvent, SseStream},
     },
-    tally::tally,
-    wait_more_accepted,
 };
 
 /// SSE clients connected across the restart.
@@ -102,17 +101,12 @@ async fn d_gateway_restarted_with_sse_clients_connected() {
     // The followed jobs run while the clients are cut off.
     app.add_worker();
     app.wait_ready().await;
-    wait_more_accepted(&load, 30).await;
-    let submissions = load.stop().await;
-
-    let js = jetstream_on(&app.nats.url()).await;
-    let tally = tally(
+    let tally = stop_and_tally(
         "(d) gateway restarted",
         started,
         &app,
-        &js,
-        &submissions,
-        LABEL,
+        load,
+        &app.nats.url(),
     )
     .await;
     let mut problems = Vec::new();

@@ -76,3 +76,18 @@ async fn wait_more_accepted(load: &Load, more: usize) {
     load.wait_accepted(now + more, Duration::from_secs(60))
         .await;
 }
+
+/// The end of a case: once 30 more jobs were accepted after the fault, stops the load and
+/// tallies every submission against the job records in NATS at `nats_url`.
+async fn stop_and_tally(
+    case: &'static str,
+    started: std::time::Instant,
+    gateway: &support::gateway::Gateway,
+    load: Load,
+    nats_url: &str,
+) -> tally::Tally {
+    wait_more_accepted(&load, 30).await;
+    let submissions = load.stop().await;
+    let js = jetstream_on(nats_url).await;
+    tally::tally(case, started, gateway, &js, &submissions, LABEL).await
+}

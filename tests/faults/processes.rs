@@ -9,6 +9,7 @@ use tandem_core::nats::JOBS_BUCKET;
 use crate::{
     LABEL, PHOTO, RATE, SERIAL, ack_pending, jetstream_on,
     load::Load,
+    stop_and_tally,
     support::{
         app::{AppOptions, spawn_app_with},
         model_server::spawn_model_server_at,
@@ -101,17 +102,12 @@ async fn b_nats_server_restarted() {
     // submissions are answered 503 and retried with their Idempotency-Key.
     tokio::time::sleep(Duration::from_secs(6)).await;
     app.nats.restart();
-    wait_more_accepted(&load, 30).await;
-    let submissions = load.stop().await;
-
-    let js = jetstream_on(&app.nats.url()).await;
-    let tally = tally(
+    let tally = stop_and_tally(
         "(b) nats-server restarted",
         started,
         &app,
-        &js,
-        &submissions,
-        LABEL,
+        load,
+        &app.nats.url(),
     )
     .await;
     tally.report_and_check("SIGKILL, down 6 s, started again on its store");
@@ -142,17 +138,12 @@ async fn c_model_server_restarted() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     app.model_server = Some(spawn_model_server_at(addr).await);
     let outage = down.elapsed().as_secs_f64();
-    wait_more_accepted(&load, 30).await;
-    let submissions = load.stop().await;
-
-    let js = jetstream_on(&app.nats.url()).await;
-    let tally = tally(
+    let tally = stop_and_tally(
         "(c) model server restarted",
         started,
         &app,
-        &js,
-        &submissions,
-        LABEL,
+        load,
+        &app.nats.url(),
     )
     .await;
     tally.report_and_check(&format!(
