@@ -15,13 +15,13 @@ use crate::{
     stats::ms_since,
 };
 
-/// One request, sent again and again (a photo's bytes made unique each time).
+/// One request, sent again and again: with a photo, its bytes made unique each time; without
+/// one, an empty body.
 #[derive(Debug, Clone)]
 pub struct Call {
     pub method: Method,
     pub path: &'static str,
     pub content_type: Option<&'static str>,
-    pub body: Bytes,
     pub photo: Option<Photo>,
 }
 
@@ -32,7 +32,6 @@ impl Call {
             method: Method::POST,
             path: "/predict",
             content_type: Some(photo.content_type),
-            body: Bytes::new(),
             photo: Some(photo.clone()),
         }
     }
@@ -43,7 +42,6 @@ impl Call {
             method: Method::GET,
             path: "/healthz",
             content_type: None,
-            body: Bytes::new(),
             photo: None,
         }
     }
@@ -109,7 +107,7 @@ async fn client_loop(
                 call.content_type,
                 call.photo
                     .as_ref()
-                    .map_or_else(|| call.body.clone(), Photo::unique_bytes),
+                    .map_or_else(Bytes::new, Photo::unique_bytes),
             )
             .await;
         match sent {
