@@ -9,7 +9,8 @@ use std::{fmt::Display, str::FromStr, time::Duration};
 /// Reads environment variables (or any key/value source, for tests) and collects errors.
 #[derive(Debug, Default)]
 pub struct Env {
-    overrides: Vec<(String, String)>,
+    /// `None`: the process environment; `Some`: only these pairs.
+    pairs: Option<Vec<(String, String)>>,
     errors: Vec<String>,
     read: std::cell::RefCell<Vec<String>>,
 }
@@ -25,15 +26,19 @@ impl Env {
         Self::default()
     }
 
-    /// Reads the given pairs first, then the process environment (for tests and flags).
-    pub fn with_overrides<K: Into<String>, V: Into<String>>(
+    /// Reads only the given pairs, never the process environment (tests, and configurations
+    /// built by a program), so what the process happens to have set cannot leak in. A key given
+    /// twice takes its last value.
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
         pairs: impl IntoIterator<Item = (K, V)>,
     ) -> Self {
         Self {
-            overrides: pairs
-                .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
+            pairs: Some(
+                pairs
+                    .into_iter()
+                    .map(|(k, v)| (k.into(), v.into()))
+                    .collect(),
+            ),
             errors: Vec::new(),
             read: Default::default(),
         }
@@ -41,13 +46,15 @@ impl Env {
 
     fn raw(&self, key: &str) -> Option<String> {
         self.read.borrow_mut().push(key.to_owned());
-        self.overrides
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.clone())
-            .or_else(|| std::env::var(key).ok())
-            .filter(|v| !v.trim().is_empty())
+        let value = match &self.pairs {
+            Some(pairs) => pairs
+                .iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone()),
+            None => std::env::var(key).ok(),
+        };
+        value.filter(|v| !v.trim().is_empty())
     }
 
     /// An optional string.
@@ -119,7 +126,7 @@ pub trait FromEnv: Sized {
     /// Reads every setting, recording bad values in `env`.
     fn read(env: &mut Env) -> Self;
 
-    /// Reads `env` (tests pass [`Env::with_overrides`]); every bad value is reported.
+    /// Reads `env` (tests pass [`Env::from_pairs`]); every bad value is reported.
     fn from_source(mut env: Env) -> Result<Self, ConfigError> {
         let config = Self::read(&mut env);
         env.finish()?;
@@ -153,7 +160,7 @@ mod tests {
 
     #[test]
     fn reports_every_bad_value_together() {
-        let mut env = Env::with_overrides([("A_PORT", "eighty"), ("A_MS", "-1")]);
+        let mut env = Env::from_pairs([("A_PORT", "eighty"), ("A_MS", "-1")]);
         let port: u16 = env.parse("A_PORT", 80);
         let ms = env.millis("A_MS", Duration::from_millis(5));
         assert_eq!(port, 80);
@@ -165,8 +172,18 @@ mod tests {
     }
 
     #[test]
+    fn given_pairs_never_fall_back_to_the_process_environment() {
+        // PATH is set in every process that runs these tests.
+        assert!(std::env::var_os("PATH").is_some());
+        let mut env = Env::from_pairs([("A_KEY", "1")]);
+        assert_eq!(env.optional_string("PATH"), None);
+        assert_eq!(env.optional_string("A_KEY").as_deref(), Some("1"));
+        assert!(Env::new().optional_string("PATH").is_some());
+    }
+
+    #[test]
     fn defaults_apply_and_good_values_parse() {
-        let mut env = Env::with_overrides([("B_N", "7")]);
+        let mut env = Env::from_pairs([("B_N", "7")]);
         assert_eq!(env.parse::<u32>("B_N", 1), 7);
         assert_eq!(env.string("B_UNSET_FOR_TEST", "x"), "x");
         assert!(env.finish().is_ok());

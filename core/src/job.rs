@@ -71,7 +71,8 @@ impl From<JobId> for String {
 pub enum JobStatus {
     /// Stored on the queue, waiting for a worker.
     Queued,
-    /// A worker is running the slow model (or will retry it after a transient failure).
+    /// A worker is running the slow model. (After a transient failure the job goes back to
+    /// `queued`, with `error` saying why, until its next delivery.)
     Running,
     /// The slow model answered; `slow` holds its result.
     Succeeded,
@@ -183,23 +184,68 @@ impl JobRecord {
         }
     }
 
-    /// Moves to `status`, stamping the times that go with it.
-    pub fn transition(&mut self, status: JobStatus) {
+    /// Moves to `to`, stamping the times that go with it; refuses (and changes nothing) once
+    /// the job is final, so that no writer can undo a result, a failure or a cancellation.
+    /// Every change of status goes through here.
+    #[must_use = "a refused move means the record must not be written"]
+    pub fn advance(&mut self, to: JobStatus) -> bool {
+        if self.status.is_terminal() {
+            return false;
+        }
         let now = OffsetDateTime::now_utc();
-        if status == JobStatus::Running && self.started_at.is_none() {
+        if to == JobStatus::Running && self.started_at.is_none() {
             self.started_at = Some(now);
         }
-        if status.is_terminal() {
+        if to.is_terminal() {
             self.finished_at = Some(now);
         }
-        self.status = status;
+        self.status = to;
         self.updated_at = now;
+        true
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_final_state_is_never_left() {
+        for last in [
+            JobStatus::Succeeded,
+            JobStatus::Failed,
+            JobStatus::Cancelled,
+        ] {
+            let mut record = JobRecord::queued(JobId::new(), OffsetDateTime::now_utc());
+            assert!(record.advance(JobStatus::Running));
+            assert!(record.advance(last));
+            let finished = record.clone();
+            for next in [
+                JobStatus::Queued,
+                JobStatus::Running,
+                JobStatus::Succeeded,
+                JobStatus::Failed,
+                JobStatus::Cancelled,
+            ] {
+                assert!(!record.advance(next), "{last:?} -> {next:?}");
+                assert_eq!(record, finished, "a refused move changes nothing");
+            }
+        }
+    }
+
+    #[test]
+    fn advancing_stamps_the_times() {
+        let mut record = JobRecord::queued(JobId::new(), OffsetDateTime::now_utc());
+        assert!(record.advance(JobStatus::Running));
+        let started = record.started_at.expect("started_at");
+        // A retry goes back to queued and runs again: the first start is kept.
+        assert!(record.advance(JobStatus::Queued));
+        assert!(record.advance(JobStatus::Running));
+        assert_eq!(record.started_at, Some(started));
+        assert!(record.finished_at.is_none());
+        assert!(record.advance(JobStatus::Succeeded));
+        assert!(record.finished_at.is_some());
+    }
 
     #[test]
     fn job_ids_are_canonical_uuids_only() {
@@ -220,7 +266,7 @@ mod tests {
     #[test]
     fn record_json_uses_lowercase_status_and_rfc3339_times() {
         let mut record = JobRecord::queued(JobId::new(), OffsetDateTime::now_utc());
-        record.transition(JobStatus::Running);
+        assert!(record.advance(JobStatus::Running));
         let json = serde_json::to_value(&record).unwrap();
         assert_eq!(json["status"], "running");
         assert!(json["started_at"].as_str().unwrap().contains('T'));

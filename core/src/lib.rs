@@ -3,8 +3,10 @@
 //! Layout:
 //! - `config`: typed configuration from the environment, all errors reported together;
 //! - `telemetry`: the one logging/tracing setup of every binary;
-//! - `metrics`: the Prometheus recorder (once per process) and the ops listener;
-//! - `shutdown`: the SIGINT/SIGTERM future every server drains on;
+//! - `metrics`: the Prometheus recorder (once per process) and `/metrics`;
+//! - `ops`: `/healthz`, `/readyz` (one readiness report) and the ops listener;
+//! - `shutdown`: the SIGINT/SIGTERM future every server drains on, shareable;
+//! - `retry`: the one backoff policy for waiting on what comes back;
 //! - `job`: the job schema (`JobId`, `JobStatus`, `JobRecord`, `Prediction`);
 //! - `nats`: the NATS contract (stream, subject, consumer, buckets, headers, settings);
 //! - `slow_job`: `SlowJob`, the queue message;
@@ -16,6 +18,8 @@ pub mod job;
 pub mod metrics;
 pub mod model_client;
 pub mod nats;
+pub mod ops;
+pub mod retry;
 pub mod shutdown;
 pub mod slow_job;
 pub mod store;

@@ -1,5 +1,5 @@
-//! Prometheus metrics: one recorder per process, and the small ops HTTP listener that the
-//! slow-worker and the model server serve `/metrics`, `/healthz` and `/readyz` on.
+//! Prometheus metrics: one recorder per process, its `/metrics` handler, and the series every
+//! service describes.
 //!
 //! The `metrics` facade is process-global, and the tests run the gateway, workers and the model
 //! server in one process: [`init`] installs the recorder once and every later call shares its
@@ -7,17 +7,10 @@
 //! gateway's HTTP layer, `tandem_worker_*`, `tandem_model_*`, `tandem_queue_*`,
 //! `tandem_sse_*`); in one process, each `/metrics` shows every series of that process.
 
-use std::{future::Future, sync::Arc, sync::OnceLock};
+use std::sync::OnceLock;
 
-use axum::{
-    Json, Router,
-    extract::State,
-    http::{StatusCode, header},
-    response::IntoResponse,
-    routing::get,
-};
+use axum::{http::header, response::IntoResponse};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use serde_json::{Map, Value, json};
 
 /// Latency buckets in seconds: 1 ms to 2 minutes.
 const SECONDS_BUCKETS: &[f64] = &[
@@ -72,7 +65,14 @@ pub async fn metrics_route() -> impl IntoResponse {
     )
 }
 
+/// Help texts of every series, by the service that writes them.
 fn describe() {
+    describe_gateway();
+    describe_worker();
+    describe_model_server();
+}
+
+fn describe_gateway() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
         "tandem_http_requests_total",
@@ -96,6 +96,10 @@ fn describe() {
         "tandem_queue_consumer_ack_pending",
         "Jobs delivered to a worker and not yet acknowledged"
     );
+}
+
+fn describe_worker() {
+    use metrics::{Unit, describe_counter, describe_histogram};
     describe_counter!(
         "tandem_worker_jobs_total",
         "Job deliveries ended by a worker, by outcome"
@@ -117,6 +121,10 @@ fn describe() {
         "tandem_fast_slow_agreement_total",
         "Succeeded jobs whose fast and slow labels agree (agree=true) or differ"
     );
+}
+
+fn describe_model_server() {
+    use metrics::{Unit, describe_counter, describe_histogram};
     describe_histogram!(
         "tandem_model_inference_duration_seconds",
         Unit::Seconds,
@@ -153,71 +161,4 @@ pub fn record_agreement(fast: &crate::job::Prediction, slow: &crate::job::Predic
         "false"
     };
     metrics::counter!("tandem_fast_slow_agreement_total", "agree" => agree).increment(1);
-}
-
-/// What `/readyz` of an ops listener checks: named booleans, ready when all are true.
-pub trait Readiness: Send + Sync + 'static {
-    fn checks(&self) -> impl Future<Output = Vec<(&'static str, bool)>> + Send;
-}
-
-/// Whether the NATS contract's parts exist right now: `stream_present`, `consumer_present`,
-/// `bucket_present` (one JetStream API call each, all within a second; false when NATS does
-/// not answer). Set-up once is not enough: a stream can be deleted or lost with its server.
-pub async fn jetstream_checks(js: &async_nats::jetstream::Context) -> [(&'static str, bool); 3] {
-    use crate::nats as contract;
-    let check = async {
-        let stream = js.get_stream(contract::JOBS_STREAM).await.ok();
-        let consumer = match &stream {
-            Some(stream) => stream
-                .consumer_info(contract::WORKER_CONSUMER)
-                .await
-                .is_ok(),
-            None => false,
-        };
-        let bucket = js.get_key_value(contract::JOBS_BUCKET).await.is_ok();
-        (stream.is_some(), consumer, bucket)
-    };
-    let (stream, consumer, bucket) = tokio::time::timeout(std::time::Duration::from_secs(1), check)
-        .await
-        .unwrap_or((false, false, false));
-    [
-        ("stream_present", stream),
-        ("consumer_present", consumer),
-        ("bucket_present", bucket),
-    ]
-}
-
-/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `shutdown` resolves.
-pub async fn serve_ops<R: Readiness>(
-    listener: tokio::net::TcpListener,
-    readiness: Arc<R>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    init();
-    let router = Router::new()
-        .route("/metrics", get(metrics_route))
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
-        .route("/readyz", get(readyz::<R>))
-        .with_state(readiness);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-async fn readyz<R: Readiness>(State(readiness): State<Arc<R>>) -> (StatusCode, Json<Value>) {
-    let checks = readiness.checks().await;
-    let ready = checks.iter().all(|(_, ok)| *ok);
-    let map: Map<String, Value> = checks
-        .into_iter()
-        .map(|(name, ok)| (name.to_owned(), Value::Bool(ok)))
-        .collect();
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(json!({ "ready": ready, "checks": map })))
 }

@@ -65,8 +65,8 @@ impl ModelClient {
             .keep_alive_while_idle(true);
         Ok(Self {
             grpc: GrpcInferenceServiceClient::new(endpoint.connect_lazy())
-                .max_decoding_message_size(64 * 1024 * 1024)
-                .max_encoding_message_size(64 * 1024 * 1024),
+                .max_decoding_message_size(tandem_proto::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(tandem_proto::MAX_MESSAGE_BYTES),
             timeout,
         })
     }

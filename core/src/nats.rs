@@ -32,7 +32,7 @@ pub const IMAGES_BUCKET: &str = "tandem_images";
 
 /// Message headers of a job message.
 pub mod headers {
-    /// JetStream's de-duplication id: the job id, or the idempotency key's digest.
+    /// JetStream's de-duplication id: always the job id.
     pub const MSG_ID: &str = "Nats-Msg-Id";
     /// The job id.
     pub const JOB_ID: &str = "Tandem-Job-Id";
@@ -41,7 +41,7 @@ pub mod headers {
     /// Present when the image is in the object store instead of the payload: the object's name.
     pub const IMAGE_OBJECT: &str = "Tandem-Image-Object";
     /// W3C trace context of the request that submitted the job.
-    pub const TRACEPARENT: &str = "traceparent";
+    pub const TRACEPARENT: &str = crate::telemetry::TRACEPARENT;
 }
 
 /// Where NATS is, how to reach it, and the limits and timings of the NATS side, shared by the
@@ -124,7 +124,7 @@ impl NatsSettings {
 
     /// The defaults (what an empty environment gives).
     pub fn with_url(url: impl Into<String>) -> Self {
-        let mut env = Env::with_overrides([("TANDEM_NATS_URL", url.into())]);
+        let mut env = Env::from_pairs([("TANDEM_NATS_URL", url.into())]);
         Self::from_env(&mut env)
     }
 }

@@ -1,4 +1,18 @@
-//! The shutdown signal every binary waits on: SIGINT (Ctrl-C) or SIGTERM (docker, systemd).
+//! The shutdown signal every binary drains on: SIGINT (Ctrl-C) or SIGTERM (docker, systemd),
+//! and [`Shutdown`], the one future a service hands to each of its listeners.
+
+use std::future::Future;
+
+use futures::future::{BoxFuture, FutureExt as _, Shared};
+
+/// A shutdown future that can be cloned: every listener of a service (its API, its ops port)
+/// stops on the same signal.
+pub type Shutdown = Shared<BoxFuture<'static, ()>>;
+
+/// Makes `signal` (the binary's [`signal`], or a test's own trigger) shareable.
+pub fn shared(signal: impl Future<Output = ()> + Send + 'static) -> Shutdown {
+    signal.boxed().shared()
+}
 
 /// Resolves on the first SIGINT or SIGTERM.
 pub async fn signal() {

@@ -25,7 +25,8 @@ pub struct SlowJob {
     pub id: JobId,
     pub image: ImageRef,
     pub submitted_at: OffsetDateTime,
-    /// JetStream de-duplication id (the job id unless an idempotency key chose another).
+    /// JetStream de-duplication id: the job id (a retried submission under the same
+    /// `Idempotency-Key` reuses the job id, so JetStream drops the second publish).
     pub msg_id: String,
     /// W3C `traceparent` of the submitting request.
     pub traceparent: Option<String>,

@@ -164,14 +164,36 @@ impl JobStore {
         }
     }
 
+    /// [`update`](Self::update), or, when there is no record, `change` applied to `fresh()`
+    /// and stored as a new one. A record created by someone else in between is updated
+    /// instead, so `change` is never skipped. The result is the record as stored afterwards.
+    pub async fn update_or_create(
+        &self,
+        id: JobId,
+        fresh: impl Fn() -> JobRecord,
+        mut change: impl FnMut(&mut JobRecord) -> bool,
+    ) -> Result<Versioned, StoreError> {
+        loop {
+            if let Some(stored) = self.update(id, &mut change).await? {
+                return Ok(stored);
+            }
+            let mut record = fresh();
+            // A fresh record refuses nothing that `change` could want; keep it either way.
+            let _ = change(&mut record);
+            if let Some(created) = self.create(&record).await? {
+                return Ok(created);
+            }
+            // Created by another writer since the update found nothing: update that one.
+        }
+    }
+
     /// Ends a job `failed` with `reason`, unless it is already final.
     pub async fn fail(&self, id: JobId, reason: &str) -> Result<Option<Versioned>, StoreError> {
         self.update(id, |record| {
-            if record.status.is_terminal() {
+            if !record.advance(crate::job::JobStatus::Failed) {
                 return false;
             }
             record.error = Some(reason.to_owned());
-            record.transition(crate::job::JobStatus::Failed);
             true
         })
         .await

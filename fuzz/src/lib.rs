@@ -1,10 +1,5 @@
-//! Tandem's fuzz harnesses, shared by the `cargo fuzz` targets in `fuzz_targets/` and by the
-//! integration tests that replay the seeds and the crashing inputs (`tests/it/fuzz_regressions.rs`).
-//! See `fuzz/README.md`.
+//! Tandem's fuzz targets' library: the harnesses live in `tandem-fuzz-harness` (`harness/`,
+//! also used by the integration tests that replay the seeds and the crashing inputs); the
+//! targets in `fuzz_targets/` call them as `tandem_fuzz::<target>`. See `README.md`.
 
-use http::header;
-
-mod harness;
-pub mod seeds;
-
-pub use harness::*;
+pub use tandem_fuzz_harness::*;

@@ -296,7 +296,7 @@ mod tests {
 
     #[test]
     fn configuration_errors_never_show_a_key() {
-        let mut env = Env::with_overrides([
+        let mut env = Env::from_pairs([
             (
                 "TANDEM_API_KEYS_SUBMIT",
                 "short-secret, ok-key-0123456789abc",
@@ -313,7 +313,7 @@ mod tests {
         assert!(!message.contains("short-secret"), "{message}");
         assert!(!format!("{keys:?}").contains("ok-key"));
 
-        let mut env = Env::with_overrides([("TANDEM_API_KEYS_READ", READ)]);
+        let mut env = Env::from_pairs([("TANDEM_API_KEYS_READ", READ)]);
         let _ = ApiKeys::from_env(&mut env);
         assert!(env.finish().is_err(), "read keys without submit keys");
     }

@@ -17,8 +17,6 @@ pub struct GatewayConfig {
     pub model_server_url: String,
     /// `TANDEM_FAST_MODEL` (default `efficientnet_lite0`): its name is also the reply's label key.
     pub fast_model: String,
-    /// `TANDEM_SLOW_MODEL` (default `efficientnet_lite2`): only used for the readiness report.
-    pub slow_model: String,
     /// `TANDEM_TOP_K` (default 5): classes returned per model.
     pub top_k: usize,
     /// `TANDEM_FAST_TIMEOUT_MS` (default 5000): deadline of the fast model call.
@@ -54,7 +52,6 @@ impl FromEnv for GatewayConfig {
             ),
             model_server_url: env.string("TANDEM_MODEL_SERVER_URL", "http://127.0.0.1:8001"),
             fast_model: env.string("TANDEM_FAST_MODEL", "efficientnet_lite0"),
-            slow_model: env.string("TANDEM_SLOW_MODEL", "efficientnet_lite2"),
             top_k: env.parse("TANDEM_TOP_K", 5),
             fast_timeout: env.millis("TANDEM_FAST_TIMEOUT_MS", Duration::from_secs(5)),
             publish_timeout: env.millis("TANDEM_PUBLISH_TIMEOUT_MS", Duration::from_secs(5)),
@@ -84,5 +81,19 @@ impl FromEnv for GatewayConfig {
             );
         }
         config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_only_what_it_uses() {
+        // The slow model is the workers' business; a gateway setting for it would be read by
+        // nothing (and a deployment file setting it would look meaningful).
+        let variables = GatewayConfig::variables();
+        assert!(variables.iter().any(|v| v == "TANDEM_FAST_MODEL"));
+        assert!(!variables.iter().any(|v| v == "TANDEM_SLOW_MODEL"));
     }
 }

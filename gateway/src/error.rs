@@ -13,7 +13,17 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use http_body_util::BodyExt as _;
-use serde_json::{Map, Value, json};
+
+use tandem_core::job::Prediction;
+
+use crate::replies::{CancelReply, ErrorBody, ErrorReply};
+
+/// `Retry-After` of a 429 (the queue is full: it drains at the slow model's pace).
+pub const QUEUE_FULL_RETRY_AFTER: Duration = Duration::from_secs(5);
+/// `Retry-After` of a 503 for the queue (NATS reconnecting, JetStream not answering).
+pub const QUEUE_UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(2);
+/// `Retry-After` of a 503 for the fast model.
+pub const MODEL_UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// A failed request.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +44,8 @@ pub enum ApiError {
     InvalidBase64(String),
     #[error("the multipart body is invalid: {0}")]
     InvalidMultipart(String),
+    #[error("the request body could not be read: {0}")]
+    UnreadableBody(String),
     #[error("the multipart body has no file part (send the image as a form field named \"image\")")]
     NoFilePart,
     #[error("the data is not an image in a supported format (JPEG, PNG, WebP, GIF, BMP, TIFF)")]
@@ -65,21 +77,14 @@ pub enum ApiError {
     InsufficientScope,
     #[error("no job with id {0:?}")]
     JobNotFound(String),
-    #[error("too late to cancel: the job has already {status}")]
-    TooLate {
-        status: &'static str,
-        extra: Map<String, Value>,
-    },
+    #[error("too late to cancel: the job has already {}", .0.status.as_str())]
+    TooLate(CancelReply),
+    /// With the fast answer, when there is one.
     #[error("the job queue is full; retry later")]
-    QueueFull {
-        retry_after: Duration,
-        extra: Map<String, Value>,
-    },
+    QueueFull(Option<Box<Prediction>>),
+    /// With the fast answer, when there is one.
     #[error("the job queue is unavailable; the job was not accepted")]
-    QueueUnavailable {
-        retry_after: Duration,
-        extra: Map<String, Value>,
-    },
+    QueueUnavailable(Option<Box<Prediction>>),
     #[error("the fast model is unavailable; retry later")]
     ModelUnavailable,
     #[error("the fast model did not answer in time")]
@@ -91,6 +96,11 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// 503: the queue is not there, and no fast answer to go with it.
+    pub fn queue_unavailable() -> Self {
+        Self::QueueUnavailable(None)
+    }
+
     fn status(&self) -> StatusCode {
         match self {
             Self::EmptyBody
@@ -98,6 +108,7 @@ impl ApiError {
             | Self::MissingImageData
             | Self::InvalidBase64(_)
             | Self::InvalidMultipart(_)
+            | Self::UnreadableBody(_)
             | Self::NoFilePart
             | Self::InvalidIdempotencyKey
             | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -110,9 +121,9 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             Self::JobNotFound(_) | Self::NotFound => StatusCode::NOT_FOUND,
-            Self::TooLate { .. } => StatusCode::CONFLICT,
-            Self::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::QueueUnavailable { .. } | Self::ModelUnavailable | Self::ModelMissing(_) => {
+            Self::TooLate(_) => StatusCode::CONFLICT,
+            Self::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::QueueUnavailable(_) | Self::ModelUnavailable | Self::ModelMissing(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::ModelTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -130,6 +141,7 @@ impl ApiError {
             Self::MissingImageData => "missing_image_data",
             Self::InvalidBase64(_) => "invalid_base64",
             Self::InvalidMultipart(_) => "invalid_multipart",
+            Self::UnreadableBody(_) => "unreadable_body",
             Self::NoFilePart => "no_file_part",
             Self::NotAnImage => "not_an_image",
             Self::CorruptImage(_) => "corrupt_image",
@@ -143,9 +155,9 @@ impl ApiError {
             Self::InvalidApiKey(_) => "invalid_api_key",
             Self::InsufficientScope => "insufficient_scope",
             Self::JobNotFound(_) => "job_not_found",
-            Self::TooLate { .. } => "too_late",
-            Self::QueueFull { .. } => "queue_full",
-            Self::QueueUnavailable { .. } => "queue_unavailable",
+            Self::TooLate(_) => "too_late",
+            Self::QueueFull(_) => "queue_full",
+            Self::QueueUnavailable(_) => "queue_unavailable",
             Self::ModelUnavailable => "model_unavailable",
             Self::ModelTimeout => "model_timeout",
             Self::ModelMissing(_) => "model_missing",
@@ -162,12 +174,6 @@ impl IntoResponse for ApiError {
         } else if status.is_server_error() {
             tracing::warn!(code = self.code(), error = %self, "request failed");
         }
-        let mut body = Map::new();
-        body.insert(
-            "error".into(),
-            json!({ "code": self.code(), "message": self.to_string() }),
-        );
-        let mut retry_after = None;
         let challenge = match &self {
             Self::MissingApiKey => Some("Bearer realm=\"tandem\""),
             Self::InvalidApiKey(_) => Some("Bearer realm=\"tandem\", error=\"invalid_token\""),
@@ -176,23 +182,24 @@ impl IntoResponse for ApiError {
             }
             _ => None,
         };
-        match self {
-            Self::TooLate { extra, .. } => body.extend(extra),
-            Self::QueueFull {
-                retry_after: after,
-                extra,
+        let retry_after = match &self {
+            Self::QueueFull(_) => Some(QUEUE_FULL_RETRY_AFTER),
+            Self::QueueUnavailable(_) => Some(QUEUE_UNAVAILABLE_RETRY_AFTER),
+            Self::ModelUnavailable => Some(MODEL_UNAVAILABLE_RETRY_AFTER),
+            _ => None,
+        };
+        let error = ErrorBody {
+            code: self.code().to_owned(),
+            message: self.to_string(),
+        };
+        let body = match self {
+            Self::TooLate(job) => ErrorReply::new(error).with_job(job),
+            Self::QueueFull(Some(fast)) | Self::QueueUnavailable(Some(fast)) => {
+                ErrorReply::new(error).with_fast(*fast)
             }
-            | Self::QueueUnavailable {
-                retry_after: after,
-                extra,
-            } => {
-                retry_after = Some(after);
-                body.extend(extra);
-            }
-            Self::ModelUnavailable => retry_after = Some(Duration::from_secs(1)),
-            _ => {}
-        }
-        let mut response = (status, Json(Value::Object(body))).into_response();
+            _ => ErrorReply::new(error),
+        };
+        let mut response = (status, Json(body)).into_response();
         if let Some(after) = retry_after
             && let Ok(value) = HeaderValue::from_str(&after.as_secs().max(1).to_string())
         {
@@ -211,10 +218,7 @@ impl IntoResponse for ApiError {
 impl From<tandem_core::store::StoreError> for ApiError {
     fn from(e: tandem_core::store::StoreError) -> Self {
         tracing::warn!(error = %e, "job store error");
-        Self::QueueUnavailable {
-            retry_after: Duration::from_secs(2),
-            extra: Map::new(),
-        }
+        Self::queue_unavailable()
     }
 }
 

@@ -10,12 +10,13 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, OnceLock},
-    time::Duration,
 };
 
+use async_nats::jetstream::kv;
 use futures::StreamExt as _;
 use tandem_core::{
     job::JobId,
+    retry,
     store::{JobStore, Versioned},
 };
 use tokio::sync::broadcast;
@@ -46,8 +47,11 @@ impl Change {
 
     /// `GET /job/<id>`'s body for this version: the event's data.
     pub fn view(&self) -> &str {
-        self.view
-            .get_or_init(|| crate::routes::jobs::job_view(&self.update.record).to_string())
+        self.view.get_or_init(|| {
+            // A struct of strings and numbers always serialises.
+            serde_json::to_string(&crate::replies::JobView::new(&self.update.record))
+                .unwrap_or_default()
+        })
     }
 }
 
@@ -113,38 +117,37 @@ impl JobHub {
         senders.keys().copied().collect()
     }
 
-    /// Runs the bucket watcher until `queue`'s client is dropped; restarts it when it breaks.
+    /// Runs the bucket watcher for as long as the gateway runs; re-creates it when it breaks.
     pub async fn run_watcher(self, queue: Queue) {
-        let parts = queue.wait_ready().await.clone();
-        let mut delay = Duration::from_millis(100);
+        let store = queue.wait_for_jetstream().await.store.clone();
         loop {
-            match parts.store.kv().watch_all().await {
-                Ok(mut watch) => {
-                    // Changes made while no watch was running: re-read what is watched.
-                    self.resync(&parts.store).await;
-                    delay = Duration::from_millis(100);
-                    while let Some(next) = watch.next().await {
-                        match next {
-                            // Records nobody here streams are not even parsed.
-                            Ok(entry) if !self.watching(&entry.key) => {}
-                            Ok(entry) => match JobStore::decode(&entry) {
-                                Some(Ok(update)) => self.publish(update),
-                                Some(Err(e)) => tracing::warn!(error = %e, "skipping bad record"),
-                                None => {}
-                            },
-                            Err(e) => {
-                                tracing::warn!(error = %e, "job watcher failed; restarting");
-                                break;
-                            }
-                        }
-                    }
-                    tracing::warn!("job watcher ended; restarting");
-                }
-                Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "cannot watch job records"),
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
+            let watch = retry::until_ok("watching job records", || store.kv().watch_all()).await;
+            // Changes made while no watch was running: re-read what is watched.
+            self.resync(&store).await;
+            self.forward(watch).await;
+            // A watch that breaks as soon as it starts must not spin.
+            tokio::time::sleep(retry::FIRST_DELAY).await;
         }
+    }
+
+    /// Hands every change the watch sees to the streams that follow it, until the watch breaks.
+    async fn forward(&self, mut watch: kv::Watch) {
+        while let Some(next) = watch.next().await {
+            match next {
+                // Records nobody here streams are not even parsed.
+                Ok(entry) if !self.watching(&entry.key) => {}
+                Ok(entry) => match JobStore::decode(&entry) {
+                    Some(Ok(update)) => self.publish(update),
+                    Some(Err(e)) => tracing::warn!(error = %e, "skipping bad record"),
+                    None => {}
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "job watcher failed; restarting");
+                    return;
+                }
+            }
+        }
+        tracing::warn!("job watcher ended; restarting");
     }
 
     async fn resync(&self, store: &JobStore) {

@@ -5,8 +5,6 @@
 //! image, untouched, plus its size read from the header alone: the gateway never decodes pixels
 //! (the model server does, once), yet refuses decompression bombs before anyone allocates them.
 
-use std::io::Cursor;
-
 use axum::http::{HeaderMap, header};
 use base64::Engine as _;
 use bytes::Bytes;
@@ -120,16 +118,39 @@ async fn from_multipart(content_type: &str, body: Bytes) -> Result<Bytes, ApiErr
     fallback.ok_or(ApiError::NoFilePart)
 }
 
+/// The formats the model server decodes, by their exact signatures (what the model server's
+/// decoder requires; `imagesize` alone accepts looser ones, such as any `GIF8` prefix).
+fn is_served_format(bytes: &[u8]) -> bool {
+    const SIGNATURES: [&[u8]; 8] = [
+        b"\xFF\xD8\xFF",      // JPEG
+        b"\x89PNG\r\n\x1a\n", // PNG
+        b"GIF87a",            // GIF
+        b"GIF89a",            // GIF
+        b"BM",                // BMP
+        b"II*\0",             // TIFF, little-endian
+        b"MM\0*",             // TIFF, big-endian
+        b"RIFF",              // WebP: RIFF, a size, then WEBP
+    ];
+    SIGNATURES
+        .iter()
+        .any(|signature| bytes.starts_with(signature))
+        && (!bytes.starts_with(b"RIFF") || bytes.get(8..12) == Some(b"WEBP"))
+}
+
 /// Reads format and size from the header only, and enforces the pixel limit.
 pub fn check(bytes: Bytes, max_pixels: u64) -> Result<ImageUpload, ApiError> {
     if bytes.is_empty() {
         return Err(ApiError::EmptyBody);
     }
-    let format = image::guess_format(&bytes).map_err(|_| ApiError::NotAnImage)?;
-    let reader = image::ImageReader::with_format(Cursor::new(bytes.as_ref()), format);
-    let (width, height) = reader
-        .into_dimensions()
-        .map_err(|e| ApiError::CorruptImage(e.to_string()))?;
+    if !is_served_format(&bytes) {
+        return Err(ApiError::NotAnImage);
+    }
+    // The size from the header alone, by the `imagesize` crate: no decoder in the gateway.
+    let size = imagesize::blob_size(&bytes).map_err(|e| ApiError::CorruptImage(e.to_string()))?;
+    let (width, height) = (
+        u32::try_from(size.width).unwrap_or(u32::MAX),
+        u32::try_from(size.height).unwrap_or(u32::MAX),
+    );
     let pixels = u64::from(width) * u64::from(height);
     if pixels > max_pixels {
         return Err(ApiError::ImageTooLarge {
@@ -182,5 +203,36 @@ mod tests {
             check(Bytes::from_static(b"hello world, not an image"), 100),
             Err(ApiError::NotAnImage)
         ));
+        for not_served in [
+            // A format `imagesize` knows but the model server does not decode (Photoshop).
+            &b"8BPS\x00\x01\x00\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00\x10\x00\x00\x00\x10"[..],
+            // Looks like a GIF to `imagesize`, is not one.
+            b"GIF89 is not enough: this is plain text",
+            // RIFF, but not WebP (a WAV file's header).
+            b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00",
+        ] {
+            assert!(
+                matches!(
+                    check(Bytes::copy_from_slice(not_served), 1000),
+                    Err(ApiError::NotAnImage)
+                ),
+                "{not_served:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn check_reads_the_size_from_the_header_alone() {
+        // A PNG signature and IHDR claiming 100000 x 100000, and nothing else.
+        let mut png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
+        png.extend_from_slice(&100_000u32.to_be_bytes());
+        png.extend_from_slice(&100_000u32.to_be_bytes());
+        png.extend_from_slice(&[8, 2, 0, 0, 0, 0, 0, 0, 0]);
+        match check(Bytes::from(png), 40_000_000) {
+            Err(ApiError::ImageTooLarge { width, height, .. }) => {
+                assert_eq!((width, height), (100_000, 100_000));
+            }
+            other => panic!("expected image_too_large, got {other:?}"),
+        }
     }
 }

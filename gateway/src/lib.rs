@@ -8,7 +8,8 @@
 //! - `queue`: JetStream: storing jobs, reaching job records;
 //! - `hub`: one KV watcher fanned out to SSE streams;
 //! - `routes`: the handlers (`page`, `predict`, `jobs`, `health`);
-//! - `openapi`: the OpenAPI document generated from the handlers' annotations;
+//! - `replies`: every JSON reply, typed (the OpenAPI document is generated from them);
+//! - `openapi`: the OpenAPI document generated from the handlers' annotations and replies;
 //! - `state`: `AppState`;
 //! - `serve`: connections (header-read and stalled-write timeouts, the drain).
 //!
@@ -21,6 +22,7 @@ pub mod hub;
 pub mod image_input;
 pub mod openapi;
 pub mod queue;
+pub mod replies;
 pub mod routes;
 pub mod serve;
 pub mod state;
@@ -34,6 +36,7 @@ use axum::{
 };
 use tandem_core::model_client::ModelClient;
 use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
 
 pub use config::GatewayConfig;
 pub use state::AppState;
@@ -64,6 +67,13 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { error::ApiError::NotFound })
         .layer(from_fn(routes::metrics::track))
         .layer(from_fn(error::json_errors))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(routes::metrics::request_span)
+                .on_request(())
+                .on_response(routes::metrics::record_status)
+                .on_failure(()),
+        )
         .with_state(state)
 }
 

@@ -3,8 +3,10 @@
 //! checks that every route of `router()` is described).
 
 use axum::Json;
-use serde::Serialize;
-use tandem_core::job::{ClassScore, JobId, JobRecord, JobStatus, Prediction};
+use tandem_core::{
+    job::{ClassScore, JobRecord, JobStatus, Prediction},
+    ops::{HealthReply, ReadyReply},
+};
 use utoipa::{
     Modify, OpenApi, ToSchema,
     openapi::{
@@ -13,7 +15,10 @@ use utoipa::{
     },
 };
 
-use crate::routes;
+use crate::{
+    replies::{CancelReply, ErrorBody, ErrorReply, JobView, OriginalPrediction, PredictReply},
+    routes,
+};
 
 /// `POST /predict` with JSON: the original clients' request.
 #[derive(Debug, ToSchema)]
@@ -21,6 +26,7 @@ use crate::routes;
 pub struct PredictJson {
     /// The image, base64 (standard or URL-safe, padding optional; a `data:` URL prefix is
     /// accepted).
+    #[schema(min_length = 1)]
     pub image_data: String,
 }
 
@@ -31,62 +37,6 @@ pub struct PredictUpload {
     /// The image file.
     #[schema(format = Binary, content_media_type = "application/octet-stream")]
     pub image: String,
-}
-
-/// The reply to `POST /predict`. Beside these fields it has one more, named after the fast model
-/// (e.g. `"efficientnet_lite0": "Egyptian cat"`), holding its label, as the original service did.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PredictReply {
-    pub job_id: JobId,
-    pub fast: Prediction,
-    pub status: JobStatus,
-    /// `/job/<id>`.
-    pub job_url: String,
-    /// `/job/<id>/events`.
-    pub events_url: String,
-}
-
-/// The reply to `DELETE /job/<id>` when the job was cancelled.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CancelReply {
-    pub job_id: JobId,
-    pub cancelled: bool,
-    pub status: JobStatus,
-}
-
-/// Every error: `{"error": {"code", "message"}}`; 429/503 from `POST /predict` also carry the
-/// fast model's answer (`fast` and the model-name key), 409 carries `cancelled` and `status`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorReply {
-    pub error: ErrorBody,
-}
-
-/// The error itself.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// Stable, for programs (see the README's error table).
-    pub code: String,
-    /// For people.
-    pub message: String,
-}
-
-/// Readiness and its checks.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ReadyReply {
-    pub ready: bool,
-    pub checks: ReadyChecks,
-}
-
-/// One flag per dependency.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ReadyChecks {
-    pub nats_connected: bool,
-    pub jetstream_ready: bool,
-    pub stream_present: bool,
-    /// The workers' durable consumer; reported, but not required for readiness.
-    pub consumer_present: bool,
-    pub bucket_present: bool,
-    pub fast_model_ready: bool,
 }
 
 /// The generated document.
@@ -109,16 +59,18 @@ pub struct ReadyChecks {
         routes::metrics::metrics,
         serve,
     ),
-    modifiers(&ApiKeyAuth),
+    modifiers(&ApiKeyAuth, &PredictLinks),
     components(schemas(
         PredictJson,
         PredictUpload,
         PredictReply,
+        JobView,
+        OriginalPrediction,
         CancelReply,
         ErrorReply,
         ErrorBody,
         ReadyReply,
-        ReadyChecks,
+        HealthReply,
         JobRecord,
         JobStatus,
         Prediction,
@@ -194,6 +146,47 @@ impl Modify for ApiKeyAuth {
                     error("A read key: submitting and cancelling need a submit key").into(),
                 );
             }
+        }
+    }
+}
+
+/// OpenAPI links from `POST /predict`'s reply to the routes its `job_id` opens.
+#[derive(Debug)]
+struct PredictLinks;
+
+impl Modify for PredictLinks {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{RefOr, link::LinkBuilder};
+        let Some(post) = openapi
+            .paths
+            .paths
+            .get_mut("/predict")
+            .and_then(|item| item.post.as_mut())
+        else {
+            return;
+        };
+        let Some(RefOr::T(ok)) = post.responses.responses.get_mut("200") else {
+            return;
+        };
+        for (name, operation, description) in [
+            (
+                "GetJob",
+                "get_job",
+                "The job, with the better label once it is there",
+            ),
+            (
+                "JobEvents",
+                "job_events",
+                "The job's changes as Server-Sent Events",
+            ),
+            ("CancelJob", "cancel_job", "Cancel the job"),
+        ] {
+            let link = LinkBuilder::new()
+                .operation_id(operation)
+                .parameter("id", "$response.body#/job_id")
+                .description(description)
+                .build();
+            ok.links.insert(name.to_owned(), RefOr::T(link));
         }
     }
 }

@@ -11,23 +11,25 @@ use bytes::Bytes;
 use tandem_core::{
     job::{JobId, JobRecord},
     nats::{self as contract, NatsSettings},
+    retry,
     slow_job::{ImageRef, SlowJob},
     store::{JobStore, Versioned},
 };
 use time::OffsetDateTime;
 use tokio::sync::OnceCell;
 
-/// JetStream handles, available once the stream and buckets exist.
+/// The JetStream side of the gateway, available once the stream and buckets exist: the
+/// context (to publish), the job records and the big-image store.
 #[derive(Clone)]
-pub struct JetStreamParts {
+pub struct JetStream {
     pub js: jetstream::Context,
     pub store: JobStore,
     pub images: ObjectStore,
 }
 
-impl std::fmt::Debug for JetStreamParts {
+impl std::fmt::Debug for JetStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JetStreamParts").finish_non_exhaustive()
+        f.debug_struct("JetStream").finish_non_exhaustive()
     }
 }
 
@@ -40,11 +42,11 @@ pub enum SubmitError {
     Unavailable(String),
 }
 
-/// The NATS connection and, once set up, the JetStream parts.
+/// The NATS connection and, once set up, the JetStream side.
 #[derive(Debug, Clone)]
 pub struct Queue {
     pub client: async_nats::Client,
-    parts: Arc<OnceCell<JetStreamParts>>,
+    jetstream: Arc<OnceCell<JetStream>>,
     publish_timeout: Duration,
 }
 
@@ -59,42 +61,36 @@ impl Queue {
         let client = contract::connect(settings, "tandem-gateway").await?;
         let queue = Self {
             client: client.clone(),
-            parts: Arc::new(OnceCell::new()),
+            jetstream: Arc::new(OnceCell::new()),
             publish_timeout,
         };
-        let parts = queue.parts.clone();
+        let cell = queue.jetstream.clone();
         let settings = settings.clone();
         tokio::spawn(async move {
             let js = jetstream::new(client);
-            let mut delay = Duration::from_millis(100);
-            loop {
-                match set_up(&js, &settings).await {
-                    Ok(ready) => {
-                        let _ = parts.set(ready);
-                        tracing::info!("JetStream stream and buckets ready");
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, retry_in = ?delay, "JetStream set-up failed");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                    }
-                }
-            }
+            let ready = retry::until_ok("JetStream set-up", || set_up(&js, &settings)).await;
+            let _ = cell.set(ready);
+            tracing::info!("JetStream stream and buckets ready");
         });
         Ok(queue)
     }
 
-    /// The JetStream parts, if set up.
-    pub fn parts(&self) -> Option<&JetStreamParts> {
-        self.parts.get()
+    /// The JetStream side, if set up.
+    pub fn jetstream(&self) -> Option<&JetStream> {
+        self.jetstream.get()
     }
 
-    /// Waits until the JetStream parts are set up.
-    pub async fn wait_ready(&self) -> &JetStreamParts {
+    /// The JetStream side, or the 503 that says it is not there yet.
+    pub fn jetstream_or_unavailable(&self) -> Result<&JetStream, crate::error::ApiError> {
+        self.jetstream()
+            .ok_or(crate::error::ApiError::queue_unavailable())
+    }
+
+    /// Waits until the JetStream side is set up.
+    pub async fn wait_for_jetstream(&self) -> &JetStream {
         loop {
-            if let Some(parts) = self.parts.get() {
-                return parts;
+            if let Some(jetstream) = self.jetstream.get() {
+                return jetstream;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -122,12 +118,12 @@ impl Queue {
         submitted_at: OffsetDateTime,
     ) -> Result<Option<Versioned>, SubmitError> {
         let traceparent = tandem_core::telemetry::traceparent(&tracing::Span::current());
-        let parts = self
-            .parts()
+        let jetstream = self
+            .jetstream()
             .ok_or_else(|| SubmitError::Unavailable("not connected to JetStream yet".into()))?;
         let attempt = tokio::time::timeout(
             self.publish_timeout,
-            self.store_and_publish(parts, id, image, submitted_at, traceparent),
+            self.store_and_publish(jetstream, id, image, submitted_at, traceparent),
         )
         .await
         .unwrap_or_else(|_| {
@@ -138,7 +134,7 @@ impl Queue {
         });
         if attempt.is_err() {
             // Best effort: a record without a stored job must not linger as `queued`.
-            let store = parts.store.clone();
+            let store = jetstream.store.clone();
             tokio::spawn(async move {
                 let _ = tokio::time::timeout(Duration::from_secs(2), store.delete(id)).await;
             });
@@ -148,41 +144,19 @@ impl Queue {
 
     async fn store_and_publish(
         &self,
-        parts: &JetStreamParts,
+        jetstream: &JetStream,
         id: JobId,
         image: Bytes,
         submitted_at: OffsetDateTime,
         traceparent: Option<String>,
     ) -> Result<Option<Versioned>, SubmitError> {
-        let unavailable = |e: &dyn std::fmt::Display| SubmitError::Unavailable(e.to_string());
         // The record and the job go out together, one round trip instead of two. The record's
         // message is sent first on the same connection, so it is almost always stored first;
-        // when it is not, the worker creates the record (see slow-worker's `start`) and this
-        // create finds it there, which is as good.
+        // when it is not, the worker creates the record (see slow-worker's `mark_running`) and
+        // this create finds it there, which is as good.
         let record = JobRecord::queued(id, submitted_at);
-        let create = async {
-            parts
-                .store
-                .create(&record)
-                .await
-                .map_err(|e| unavailable(&e))
-        };
-        let publish = async {
-            let max_payload = match self.client.server_info().max_payload {
-                0 => 1024 * 1024,
-                n => n,
-            };
-            let image = if image.len() + HEADER_ROOM > max_payload {
-                let name = id.to_string();
-                parts
-                    .images
-                    .put(name.as_str(), &mut image.as_ref())
-                    .await
-                    .map_err(|e| unavailable(&e))?;
-                ImageRef::Object(name)
-            } else {
-                ImageRef::Inline(image)
-            };
+        let job = async {
+            let image = self.place_image(jetstream, id, image).await?;
             let job = SlowJob {
                 id,
                 image,
@@ -190,21 +164,9 @@ impl Queue {
                 msg_id: id.to_string(),
                 traceparent,
             };
-            let (headers, payload) = job.to_message();
-            let ack = parts
-                .js
-                .publish_with_headers(contract::JOBS_SUBJECT, headers, payload)
-                .await
-                .map_err(|e| unavailable(&e))?;
-            ack.await.map_err(|e| {
-                if is_stream_full(&e) {
-                    SubmitError::Full
-                } else {
-                    unavailable(&e)
-                }
-            })
+            publish(jetstream, &job).await
         };
-        let (created, published) = tokio::join!(create, publish);
+        let (created, published) = tokio::join!(jetstream.store.create(&record), job);
         published?;
         match created {
             Ok(created) => Ok(created),
@@ -217,27 +179,68 @@ impl Queue {
             }
         }
     }
+
+    /// The image inline in the message, or, when it does not fit in one, in the object store.
+    async fn place_image(
+        &self,
+        jetstream: &JetStream,
+        id: JobId,
+        image: Bytes,
+    ) -> Result<ImageRef, SubmitError> {
+        let max_payload = match self.client.server_info().max_payload {
+            0 => 1024 * 1024,
+            n => n,
+        };
+        if image.len() + HEADER_ROOM <= max_payload {
+            return Ok(ImageRef::Inline(image));
+        }
+        let name = id.to_string();
+        jetstream
+            .images
+            .put(name.as_str(), &mut image.as_ref())
+            .await
+            .map_err(|e| SubmitError::Unavailable(e.to_string()))?;
+        Ok(ImageRef::Object(name))
+    }
+}
+
+/// Publishes `job` and waits for JetStream to store it.
+async fn publish(jetstream: &JetStream, job: &SlowJob) -> Result<(), SubmitError> {
+    let unavailable = |e: &dyn std::fmt::Display| SubmitError::Unavailable(e.to_string());
+    let (headers, payload) = job.to_message();
+    let ack = jetstream
+        .js
+        .publish_with_headers(contract::JOBS_SUBJECT, headers, payload)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    ack.await.map(drop).map_err(|e| {
+        if is_stream_full(&e) {
+            SubmitError::Full
+        } else {
+            unavailable(&e)
+        }
+    })
 }
 
 async fn set_up(
     js: &jetstream::Context,
     settings: &NatsSettings,
-) -> Result<JetStreamParts, async_nats::Error> {
+) -> Result<JetStream, async_nats::Error> {
     contract::ensure_jobs_stream(js, settings).await?;
     let kv = contract::ensure_jobs_bucket(js, settings).await?;
     let images = contract::ensure_images_bucket(js, settings).await?;
-    Ok(JetStreamParts {
+    Ok(JetStream {
         js: js.clone(),
         store: JobStore::new(kv),
         images,
     })
 }
 
+/// A stream at its limits answers the publish with JetStream's own error code; nothing else
+/// (a message's wording can change between server versions) decides it.
 fn is_stream_full(e: &jetstream::context::PublishError) -> bool {
     use std::error::Error as _;
-    let by_code = e
-        .source()
+    e.source()
         .and_then(|s| s.downcast_ref::<jetstream::Error>())
-        .is_some_and(|js_error| js_error.error_code().0 == STREAM_STORE_FAILED);
-    by_code || e.to_string().contains("maximum")
+        .is_some_and(|js_error| js_error.error_code().0 == STREAM_STORE_FAILED)
 }

@@ -1,6 +1,6 @@
 //! The binary's configuration, from environment variables, every error reported at once.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use tandem_core::config::{Env, FromEnv};
 
@@ -8,6 +8,9 @@ use tandem_core::config::{Env, FromEnv};
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8001";
 /// Default largest image accepted, in pixels (40 megapixels).
 pub const DEFAULT_MAX_IMAGE_PIXELS: u64 = 40_000_000;
+
+/// Default drain time after SIGINT/SIGTERM, as the gateway and the slow-worker have.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Default room for decoded images, MiB: a few hundred photos of a phone's web size.
 pub const DEFAULT_DECODED_CACHE_MB: usize = 64;
@@ -29,9 +32,13 @@ pub struct ModelServerConfig {
     /// `TANDEM_MODEL_SERVER_METRICS_ADDR`: the binary's `/metrics`, `/healthz`, `/readyz`
     /// listener (default `127.0.0.1:9101`).
     pub metrics_addr: SocketAddr,
-    /// `TANDEM_DECODED_CACHE_MB`: decoded images kept for the other model's request of the
-    /// same image, in MiB (default 64; 0 turns it off).
+    /// `TANDEM_DECODED_CACHE_MB`: the size of the decode cache (`decode_cache`), the decoded
+    /// images kept for the other model's request of the same image, in MiB (default 64; 0
+    /// turns it off).
     pub decoded_cache_bytes: usize,
+    /// `TANDEM_SHUTDOWN_GRACE_SECS`: after the shutdown signal, how long requests in flight
+    /// may take to finish before their connections are closed (default 10).
+    pub shutdown_grace: Duration,
 }
 
 impl FromEnv for ModelServerConfig {
@@ -52,6 +59,7 @@ impl FromEnv for ModelServerConfig {
                 "TANDEM_DECODED_CACHE_MB={decoded_cache_mb} is over the maximum of {MAX_DECODED_CACHE_MB}"
             ));
         }
+        let shutdown_grace = env.seconds("TANDEM_SHUTDOWN_GRACE_SECS", DEFAULT_SHUTDOWN_GRACE);
         if max_image_pixels == 0 {
             env.error("TANDEM_MAX_IMAGE_PIXELS=0 is not valid: it must be at least 1");
         }
@@ -62,6 +70,7 @@ impl FromEnv for ModelServerConfig {
             max_image_pixels,
             metrics_addr,
             decoded_cache_bytes: decoded_cache_mb.min(MAX_DECODED_CACHE_MB) * 1024 * 1024,
+            shutdown_grace,
         }
     }
 }
@@ -80,9 +89,10 @@ mod tests {
             ("ORT_DYLIB_PATH", " "),
             ("TANDEM_MAX_IMAGE_PIXELS", " "),
             ("TANDEM_DECODED_CACHE_MB", " "),
+            ("TANDEM_SHUTDOWN_GRACE_SECS", " "),
         ];
         all.extend_from_slice(pairs);
-        ModelServerConfig::from_source(Env::with_overrides(all))
+        ModelServerConfig::from_source(Env::from_pairs(all))
     }
 
     #[test]
@@ -93,6 +103,7 @@ mod tests {
         assert_eq!(config.ort_dylib_path, None);
         assert_eq!(config.max_image_pixels, DEFAULT_MAX_IMAGE_PIXELS);
         assert_eq!(config.decoded_cache_bytes, 64 * 1024 * 1024);
+        assert_eq!(config.shutdown_grace, Duration::from_secs(10));
     }
 
     #[test]
@@ -103,8 +114,10 @@ mod tests {
             ("ORT_DYLIB_PATH", "/opt/libonnxruntime.so"),
             ("TANDEM_MAX_IMAGE_PIXELS", "1000"),
             ("TANDEM_DECODED_CACHE_MB", "0"),
+            ("TANDEM_SHUTDOWN_GRACE_SECS", "3"),
         ])
         .unwrap();
+        assert_eq!(config.shutdown_grace, Duration::from_secs(3));
         assert_eq!(config.decoded_cache_bytes, 0);
         assert_eq!(config.model_repository, PathBuf::from("/srv/models"));
         assert_eq!(config.addr.port(), 9000);
@@ -121,9 +134,14 @@ mod tests {
             ("TANDEM_MODEL_SERVER_ADDR", "localhost"),
             ("TANDEM_MAX_IMAGE_PIXELS", "lots"),
             ("TANDEM_DECODED_CACHE_MB", "-1"),
+            ("TANDEM_SHUTDOWN_GRACE_SECS", "soon"),
         ])
         .unwrap_err();
-        assert_eq!(err.0.len(), 3, "{err}");
+        assert_eq!(err.0.len(), 4, "{err}");
+        assert!(
+            err.to_string().contains("TANDEM_SHUTDOWN_GRACE_SECS"),
+            "{err}"
+        );
         let err = config(&[("TANDEM_MAX_IMAGE_PIXELS", "0")]).unwrap_err();
         assert!(err.to_string().contains("TANDEM_MAX_IMAGE_PIXELS"), "{err}");
     }

@@ -1,6 +1,7 @@
 use std::time::{Duration, Instant};
 
 use image::{DynamicImage, ImageFormat, Rgb, Rgba, RgbaImage};
+use tandem_test_images::{png_chunk, png_claiming};
 
 use super::*;
 
@@ -18,50 +19,12 @@ fn sample() -> DynamicImage {
     }))
 }
 
-/// CRC-32 (ISO-HDLC), as PNG chunks use, bit by bit.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in bytes {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-fn chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
-    let mut out = (data.len() as u32).to_be_bytes().to_vec();
-    let mut body = kind.to_vec();
-    body.extend_from_slice(data);
-    out.extend_from_slice(&body);
-    out.extend_from_slice(&crc32(&body).to_be_bytes());
-    out
-}
-
-/// A valid-looking PNG of a few dozen bytes whose header claims `width` x `height` RGB8.
-fn png_claiming(width: u32, height: u32) -> Vec<u8> {
-    let mut ihdr = width.to_be_bytes().to_vec();
-    ihdr.extend_from_slice(&height.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit, RGB, deflate, no filter, no interlace
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    png.extend(chunk(b"IHDR", &ihdr));
-    png.extend(chunk(
-        b"IDAT",
-        &[0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
-    ));
-    png.extend(chunk(b"IEND", &[]));
-    png
-}
-
 #[test]
 fn crc_matches_the_png_specification_example() {
     // The IEND chunk's CRC is fixed: AE 42 60 82.
-    assert_eq!(crc32(b"IEND"), 0xAE42_6082);
+    let iend = png_chunk(b"IEND", &[]);
+    assert_eq!(iend[..8], *b"\0\0\0\0IEND");
+    assert_eq!(iend[8..], 0xAE42_6082u32.to_be_bytes());
 }
 
 #[test]

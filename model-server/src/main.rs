@@ -1,46 +1,26 @@
-//! `tandem-model-server`: reads its configuration, binds, serves until SIGINT/SIGTERM.
+//! `tandem-model-server`: reads its configuration, sets up telemetry, serves until SIGINT/SIGTERM.
 
-use std::process::ExitCode;
-
+use anyhow::Context as _;
 use tandem_core::config::FromEnv as _;
 use tandem_model_server::ModelServerConfig;
 
 #[tokio::main]
-async fn main() -> ExitCode {
-    let config = ModelServerConfig::from_env_or_exit("tandem-model-server");
+async fn main() -> anyhow::Result<()> {
     let telemetry = tandem_core::telemetry::init("tandem-model-server");
-    let served = serve(config).await;
-    telemetry.shutdown().await;
-    served
-}
-
-async fn serve(config: ModelServerConfig) -> ExitCode {
-    let listener = match tokio::net::TcpListener::bind(config.addr).await {
-        Ok(listener) => listener,
-        Err(e) => {
-            tracing::error!(addr = %config.addr, error = %e, "cannot listen");
-            return ExitCode::FAILURE;
-        }
-    };
-    let ops = match tokio::net::TcpListener::bind(config.metrics_addr).await {
-        Ok(ops) => ops,
-        Err(e) => {
-            tracing::error!(addr = %config.metrics_addr, error = %e, "cannot listen");
-            return ExitCode::FAILURE;
-        }
-    };
-    match tandem_model_server::run_with_ops(
+    let config = ModelServerConfig::from_env_or_exit("tandem-model-server");
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.addr))?;
+    let ops = tokio::net::TcpListener::bind(config.metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.metrics_addr))?;
+    let result = tandem_model_server::run_with_ops(
         listener,
         Some(ops),
         config,
         tandem_core::shutdown::signal(),
     )
-    .await
-    {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    .await;
+    telemetry.shutdown().await;
+    result
 }

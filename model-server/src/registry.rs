@@ -124,23 +124,31 @@ impl Registry {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::path::Path;
 
     use super::*;
 
-    #[tokio::test]
-    async fn a_null_model_loads_without_onnx_runtime_and_scores_every_image_alike() {
-        let root = tempfile::tempdir().unwrap();
-        let dir = root.path().join("null");
+    /// A `backend = "null"` model named `name` in a folder of `root`, 2 x 2 images, with the
+    /// extra `config.toml` lines `extra`; loaded as the server loads it.
+    pub(crate) fn null_model(root: &Path, name: &str, extra: &str) -> ModelSpec {
+        let dir = root.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(
             dir.join("config.toml"),
-            "backend = \"null\"\ninput_tensor = \"input\"\noutput_tensor = \"scores\"\n\
-             width = 2\nheight = 2\nscaling = { scale = 1.0, offset = 0.0 }\n",
+            format!(
+                "backend = \"null\"\ninput_tensor = \"input\"\noutput_tensor = \"scores\"\n\
+                 width = 2\nheight = 2\nscaling = {{ scale = 1.0, offset = 0.0 }}\n{extra}"
+            ),
         )
         .unwrap();
-        let spec = ModelSpec::load(&dir).unwrap();
+        ModelSpec::load(&dir).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_null_model_loads_without_onnx_runtime_and_scores_every_image_alike() {
+        let root = tempfile::tempdir().unwrap();
+        let spec = null_model(root.path(), "null", "");
         assert_eq!(spec.backend, Backend::Null);
         assert_eq!(spec.labels, ["null"], "no labels file: one class");
 

@@ -14,7 +14,12 @@ use std::{
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use crate::preprocess::{Crop, Layout, Preprocess, Scaling};
+#[cfg(test)]
+use crate::preprocess::{Crop, Scaling}; // for the tests' `use super::*`
+use crate::preprocess::{Layout, Preprocess};
+use config_file::RawConfig;
+
+mod config_file;
 
 /// The name of the per-model configuration file.
 pub const CONFIG_FILE: &str = "config.toml";
@@ -153,93 +158,9 @@ impl ModelSpec {
     /// Parses and validates the text of a `config.toml`, reporting every bad field at once.
     /// File paths are left relative and `labels` empty until [`Self::load`].
     pub fn parse(config_path: &Path, folder: &str, text: &str) -> anyhow::Result<Self> {
-        let file = config_path.display();
-        let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            anyhow::anyhow!(
-                "{file}: {}",
-                e.to_string().trim_end().replace('\n', "\n    ")
-            )
-        })?;
-        let mut errors = Vec::new();
-        let mut field = |name: &str, problem: String| {
-            errors.push(format!("{file}: field `{name}`: {problem}"));
-        };
-
-        let name = raw.name.unwrap_or_else(|| folder.to_owned());
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-        {
-            field(
-                "name",
-                format!("{name:?} must be non-empty and use only letters, digits, '_', '-', '.'"),
-            );
-        }
-        for (key, value) in [
-            ("input_tensor", &raw.input_tensor),
-            ("output_tensor", &raw.output_tensor),
-            ("onnx_file", &raw.onnx_file),
-            ("labels_file", &raw.labels_file),
-        ] {
-            if value.trim().is_empty() {
-                field(key, "must not be empty".into());
-            }
-        }
-        for (key, value) in [("width", raw.width), ("height", raw.height)] {
-            if !(1..=MAX_SIDE).contains(&value) {
-                field(key, format!("{value} must be between 1 and {MAX_SIDE}"));
-            }
-        }
-        let scaling = match raw.scaling.into_scaling() {
-            Ok(scaling) => scaling,
-            Err(problem) => {
-                field("scaling", problem);
-                Scaling::Affine {
-                    scale: 1.0,
-                    offset: 0.0,
-                }
-            }
-        };
-        if !(1..=MAX_THREADS).contains(&raw.intra_op_threads) {
-            field(
-                "intra_op_threads",
-                format!(
-                    "{} must be between 1 and {MAX_THREADS}",
-                    raw.intra_op_threads
-                ),
-            );
-        }
-        if !(0..=19).contains(&raw.thread_nice) {
-            field(
-                "thread_nice",
-                format!(
-                    "{} must be between 0 and 19 (a model's threads can only be made nicer)",
-                    raw.thread_nice
-                ),
-            );
-        }
-        if !(1..=MAX_BATCH).contains(&raw.max_batch_size) {
-            field(
-                "max_batch_size",
-                format!("{} must be between 1 and {MAX_BATCH}", raw.max_batch_size),
-            );
-        }
-        if raw.max_queue_delay_us > MAX_DELAY_US {
-            field(
-                "max_queue_delay_us",
-                format!(
-                    "{} is over the maximum of {MAX_DELAY_US} (1 s)",
-                    raw.max_queue_delay_us
-                ),
-            );
-        }
-        if !errors.is_empty() {
-            bail!(
-                "invalid model configuration:\n  - {}",
-                errors.join("\n  - ")
-            );
-        }
+        let raw = RawConfig::from_toml(config_path, text)?;
+        let name = raw.name.clone().unwrap_or_else(|| folder.to_owned());
+        let scaling = raw.check(config_path, &name)?;
         Ok(Self {
             name,
             backend: raw.backend,
@@ -265,11 +186,6 @@ impl ModelSpec {
         })
     }
 }
-
-const MAX_SIDE: u32 = 8192;
-const MAX_THREADS: usize = 256;
-const MAX_BATCH: usize = 1024;
-const MAX_DELAY_US: u64 = 1_000_000;
 
 /// Reads every model of a repository: each sub-folder holding a `config.toml` (sorted by name).
 pub fn load_repository(root: &Path) -> anyhow::Result<Vec<ModelSpec>> {
@@ -335,86 +251,6 @@ pub fn parse_labels(text: &str) -> anyhow::Result<Vec<String>> {
         bail!("the labels file is empty");
     }
     Ok(labels)
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    name: Option<String>,
-    #[serde(default)]
-    backend: Backend,
-    #[serde(default = "default_onnx")]
-    onnx_file: String,
-    #[serde(default = "default_labels")]
-    labels_file: String,
-    input_tensor: String,
-    output_tensor: String,
-    width: u32,
-    height: u32,
-    #[serde(default)]
-    layout: Layout,
-    scaling: RawScaling,
-    #[serde(default)]
-    crop: Crop,
-    #[serde(default)]
-    output_kind: OutputKind,
-    #[serde(default = "default_threads")]
-    intra_op_threads: usize,
-    #[serde(default)]
-    intra_op_spinning: Spinning,
-    #[serde(default)]
-    thread_nice: i32,
-    #[serde(default = "default_batch")]
-    max_batch_size: usize,
-    #[serde(default)]
-    max_queue_delay_us: u64,
-}
-
-fn default_onnx() -> String {
-    "model.onnx".into()
-}
-fn default_labels() -> String {
-    "labels.txt".into()
-}
-fn default_threads() -> usize {
-    1
-}
-fn default_batch() -> usize {
-    8
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawScaling {
-    mean: Option<[f32; 3]>,
-    std: Option<[f32; 3]>,
-    scale: Option<f32>,
-    offset: Option<f32>,
-}
-
-impl RawScaling {
-    fn into_scaling(self) -> Result<Scaling, String> {
-        const HELP: &str =
-            "give either { mean = [r, g, b], std = [r, g, b] } or { scale = s, offset = o }";
-        match (self.mean, self.std, self.scale, self.offset) {
-            (Some(mean), Some(std), None, None) => {
-                if mean.iter().any(|m| !m.is_finite()) {
-                    return Err("`mean` values must be finite numbers".into());
-                }
-                if std.iter().any(|s| !s.is_finite() || *s <= 0.0) {
-                    return Err("`std` values must be finite and greater than 0".into());
-                }
-                Ok(Scaling::MeanStd { mean, std })
-            }
-            (None, None, Some(scale), Some(offset)) => {
-                if !scale.is_finite() || scale == 0.0 || !offset.is_finite() {
-                    return Err("`scale` must be finite and non-zero, `offset` finite".into());
-                }
-                Ok(Scaling::Affine { scale, offset })
-            }
-            _ => Err(HELP.into()),
-        }
-    }
 }
 
 #[cfg(test)]

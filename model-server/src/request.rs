@@ -142,30 +142,30 @@ fn image_elements(
     raw: Option<Bytes>,
     batch: usize,
 ) -> Result<Vec<Bytes>, ModelError> {
-    let elements = match raw {
-        Some(raw) => tandem_proto::decode_raw_bytes(&raw)
-            .ok_or_else(|| {
-                ModelError::ByteCount(
-                    "raw_input_contents[0] is not a BYTES tensor: each element must be a 4-byte \
-                     little-endian length followed by that many bytes"
-                        .into(),
-                )
-            })?
-            .into_iter()
-            .map(|element| raw.slice_ref(element))
-            .collect(),
-        None => input
-            .contents
-            .take()
-            .map(|c| c.bytes_contents)
-            .unwrap_or_default(),
+    let (source, elements) = match raw {
+        Some(raw) => (
+            RAW,
+            tandem_proto::decode_raw_bytes(&raw)
+                .ok_or_else(|| {
+                    ModelError::ByteCount(format!(
+                        "{RAW} is not a BYTES tensor: each element must be a 4-byte \
+                         little-endian length followed by that many bytes"
+                    ))
+                })?
+                .into_iter()
+                .map(|element| raw.slice_ref(element))
+                .collect(),
+        ),
+        None => (
+            "contents.bytes_contents",
+            input
+                .contents
+                .take()
+                .map(|c| c.bytes_contents)
+                .unwrap_or_default(),
+        ),
     };
-    if elements.len() != batch {
-        return Err(ModelError::ByteCount(format!(
-            "input {IMAGE_INPUT:?} has shape [{batch}] but {} elements were sent",
-            elements.len()
-        )));
-    }
+    expect_sent(input, source, elements.len(), batch, "elements")?;
     Ok(elements)
 }
 
@@ -174,36 +174,46 @@ fn tensor_values(
     raw: Option<Bytes>,
     count: usize,
 ) -> Result<Vec<f32>, ModelError> {
-    let shape = &input.shape;
-    match raw {
-        Some(raw) => {
-            if raw.len() != count * 4 {
-                return Err(ModelError::ByteCount(format!(
-                    "raw_input_contents[0] holds {} bytes; FP32 shape {shape:?} needs {} bytes",
-                    raw.len(),
-                    count * 4
-                )));
-            }
-            Ok(raw
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect())
-        }
-        None => {
-            let values = input
-                .contents
-                .take()
-                .map(|c| c.fp32_contents)
-                .unwrap_or_default();
-            if values.len() != count {
-                return Err(ModelError::ByteCount(format!(
-                    "contents.fp32_contents holds {} values; shape {shape:?} needs {count}",
-                    values.len()
-                )));
-            }
-            Ok(values)
-        }
+    if let Some(raw) = raw {
+        expect_sent(input, RAW, raw.len(), count * 4, "bytes")?;
+        return Ok(raw
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect());
     }
+    let values = input
+        .contents
+        .take()
+        .map(|c| c.fp32_contents)
+        .unwrap_or_default();
+    expect_sent(
+        input,
+        "contents.fp32_contents",
+        values.len(),
+        count,
+        "values",
+    )?;
+    Ok(values)
+}
+
+/// Where raw input data comes: the one input's entry of `raw_input_contents`.
+const RAW: &str = "raw_input_contents[0]";
+
+/// `ByteCount` unless `source` held as much data (`sent` `unit`s) as `input`'s shape needs.
+fn expect_sent(
+    input: &InferInputTensor,
+    source: &str,
+    sent: usize,
+    needed: usize,
+    unit: &str,
+) -> Result<(), ModelError> {
+    if sent == needed {
+        return Ok(());
+    }
+    Err(ModelError::ByteCount(format!(
+        "input {:?} of {} shape {:?} needs {needed} {unit} but {sent} {unit} were sent in {source}",
+        input.name, input.datatype, input.shape
+    )))
 }
 
 /// The `classification` parameter: on the one requested output (Triton) or on the request.

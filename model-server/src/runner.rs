@@ -3,6 +3,7 @@
 //! The thread takes the first queued request, then whatever else is already queued (waiting at
 //! most `max_queue_delay_us` for more) up to `max_batch_size` images, and runs them as one
 //! batch: Triton's dynamic batching. Inference never runs on the async runtime's threads.
+//! Creating and checking the session, and running a batch on it, are in `runner/session.rs`.
 
 use std::{
     borrow::Cow,
@@ -13,24 +14,21 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, bail};
-use ort::{
-    environment::Environment,
-    session::Session,
-    value::{TensorElementType, TensorRef, ValueType},
-};
+use anyhow::Context;
+use ort::environment::Environment;
 use tokio::sync::oneshot;
 
-use crate::{
-    error::ModelError,
-    repository::{ModelSpec, Spinning},
-};
+use crate::{error::ModelError, repository::ModelSpec};
+use session::{infer, load_session};
+
+mod session;
 
 /// Requests that may wait in a model's queue before new ones are refused.
 const QUEUE_CAPACITY: usize = 256;
 
-/// One request's input: `images` images, `images * image_len` values.
-struct Job {
+/// One queued request, an item of the batch it will run in: `images` images,
+/// `images * image_len` values.
+struct BatchItem {
     input: Vec<f32>,
     images: usize,
     queued: Instant,
@@ -41,84 +39,76 @@ struct Job {
 #[derive(Debug, Clone)]
 pub struct ModelRunner {
     name: String,
-    queue: SyncSender<Job>,
+    queue: SyncSender<BatchItem>,
 }
 
-impl std::fmt::Debug for Job {
+impl std::fmt::Debug for BatchItem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job").field("images", &self.images).finish()
+        f.debug_struct("BatchItem")
+            .field("images", &self.images)
+            .finish()
     }
 }
 
 impl ModelRunner {
     /// Starts the model's thread, which creates the session; resolves once it is loaded.
     pub async fn start(spec: Arc<ModelSpec>, environment: Environment) -> anyhow::Result<Self> {
-        let (queue, jobs) = sync_channel(QUEUE_CAPACITY);
         let (loaded_tx, loaded) = oneshot::channel();
-        let name = spec.name.clone();
-        std::thread::Builder::new()
-            .name(format!("model-{name}"))
-            .spawn(move || {
-                // Before the session exists: ONNX Runtime's own threads inherit it.
-                set_nice(&spec);
-                let mut session = match load_session(&spec, &environment) {
-                    Ok(session) => {
-                        let _ = loaded_tx.send(Ok(()));
-                        session
-                    }
-                    Err(e) => {
-                        let _ = loaded_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let duration =
-                    metrics::histogram!("tandem_model_inference_duration_seconds", "model" => spec.name.clone());
-                let batch_size =
-                    metrics::histogram!("tandem_model_batch_size", "model" => spec.name.clone());
-                let failures =
-                    metrics::counter!("tandem_model_inference_failures_total", "model" => spec.name.clone());
-                serve(
-                    &jobs,
-                    spec.max_batch_size,
-                    spec.max_queue_delay,
-                    &queue_wait(&spec),
-                    |input, batch| {
-                        let started = Instant::now();
-                        let result = infer(&mut session, &spec, input, batch);
-                        duration.record(started.elapsed().as_secs_f64());
-                        batch_size.record(batch as f64);
-                        if result.is_err() {
-                            failures.increment(1);
-                        }
-                        result
-                    },
-                );
-                tracing::debug!(model = %spec.name, "model thread stopped");
-            })
-            .context("cannot start a model thread")?;
+        let runner = Self::spawn(spec, move |spec, queued| {
+            let mut session = match load_session(spec, &environment) {
+                Ok(session) => {
+                    let _ = loaded_tx.send(Ok(()));
+                    session
+                }
+                Err(e) => {
+                    let _ = loaded_tx.send(Err(e));
+                    return;
+                }
+            };
+            let duration = metrics::histogram!("tandem_model_inference_duration_seconds", "model" => spec.name.clone());
+            let batch_size =
+                metrics::histogram!("tandem_model_batch_size", "model" => spec.name.clone());
+            let failures = metrics::counter!("tandem_model_inference_failures_total", "model" => spec.name.clone());
+            serve_model(queued, spec, |input, batch| {
+                let started = Instant::now();
+                let result = infer(&mut session, spec, input, batch);
+                duration.record(started.elapsed().as_secs_f64());
+                batch_size.record(batch as f64);
+                if result.is_err() {
+                    failures.increment(1);
+                }
+                result
+            });
+        })?;
         loaded
             .await
             .context("the model thread stopped while loading")??;
-        Ok(Self { name, queue })
+        Ok(runner)
     }
 
     /// Starts the thread of a `backend = "null"` model: batched like any model, but every image
     /// gets all-zero logits at once, without ONNX Runtime (see `bench/`).
     pub fn start_null(spec: Arc<ModelSpec>) -> anyhow::Result<Self> {
-        let (queue, jobs) = sync_channel(QUEUE_CAPACITY);
-        let name = spec.name.clone();
         let classes = spec.num_classes();
+        Self::spawn(spec, move |spec, queued| {
+            serve_model(queued, spec, |_, batch| Ok(vec![0.0; batch * classes]));
+        })
+    }
+
+    /// Starts the model's thread, as nice as the model says, running `work` on its queue.
+    fn spawn(
+        spec: Arc<ModelSpec>,
+        work: impl FnOnce(&ModelSpec, &Receiver<BatchItem>) + Send + 'static,
+    ) -> anyhow::Result<Self> {
+        let (queue, queued) = sync_channel(QUEUE_CAPACITY);
+        let name = spec.name.clone();
         std::thread::Builder::new()
             .name(format!("model-{name}"))
             .spawn(move || {
+                // Before any session exists: ONNX Runtime's own threads inherit it.
                 set_nice(&spec);
-                serve(
-                    &jobs,
-                    spec.max_batch_size,
-                    spec.max_queue_delay,
-                    &queue_wait(&spec),
-                    |_, batch| Ok(vec![0.0; batch * classes]),
-                );
+                work(&spec, &queued);
+                tracing::debug!(model = %spec.name, "model thread stopped");
             })
             .context("cannot start a model thread")?;
         Ok(Self { name, queue })
@@ -128,7 +118,7 @@ impl ModelRunner {
     pub async fn infer(&self, input: Vec<f32>, images: usize) -> Result<Vec<f32>, ModelError> {
         let (reply, output) = oneshot::channel();
         self.queue
-            .try_send(Job {
+            .try_send(BatchItem {
                 input,
                 images,
                 queued: Instant::now(),
@@ -144,146 +134,6 @@ impl ModelRunner {
     }
 }
 
-/// Creates the session and checks it against the configuration.
-fn load_session(spec: &ModelSpec, environment: &Environment) -> anyhow::Result<Session> {
-    let started = Instant::now();
-    let ort = |e: ort::Error<_>| anyhow::anyhow!("{e}");
-    let mut builder = Session::builder(environment)
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .with_intra_threads(spec.intra_op_threads)
-        .map_err(ort)?
-        .with_inter_threads(1)
-        .map_err(ort)?
-        .with_intra_op_spinning(spec.intra_op_spinning != Spinning::Never)
-        .map_err(ort)?
-        .with_config_entry(
-            "session.force_spinning_stop",
-            if spec.intra_op_spinning == Spinning::Run {
-                "1"
-            } else {
-                "0"
-            },
-        )
-        .map_err(ort)?;
-    let session = builder
-        .commit_from_file(&spec.onnx_path)
-        .map_err(|e| anyhow::anyhow!("cannot load {}: {e}", spec.onnx_path.display()))?;
-    check_signature(&session, spec)?;
-    tracing::info!(
-        model = %spec.name,
-        file = %spec.onnx_path.display(),
-        threads = spec.intra_op_threads,
-        spinning = ?spec.intra_op_spinning,
-        nice = spec.thread_nice,
-        max_batch_size = spec.max_batch_size,
-        ms = started.elapsed().as_millis(),
-        "model loaded"
-    );
-    Ok(session)
-}
-
-/// The session's input and output must be what `config.toml` says.
-fn check_signature(session: &Session, spec: &ModelSpec) -> anyhow::Result<()> {
-    let config = spec.config_path.display();
-    let model = spec.onnx_path.display();
-    let names = |outlets: &[ort::value::Outlet]| {
-        outlets
-            .iter()
-            .map(|o| o.name().to_owned())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    if session.inputs().len() != 1 {
-        bail!(
-            "{config}: {model} has {} inputs ({}); only single-input classifiers are supported",
-            session.inputs().len(),
-            names(session.inputs())
-        );
-    }
-    let Some(input) = session
-        .inputs()
-        .iter()
-        .find(|i| i.name() == spec.input_tensor)
-    else {
-        bail!(
-            "{config}: field `input_tensor`: {model} has no input {:?} (its input: {})",
-            spec.input_tensor,
-            names(session.inputs())
-        );
-    };
-    let Some(output) = session
-        .outputs()
-        .iter()
-        .find(|o| o.name() == spec.output_tensor)
-    else {
-        bail!(
-            "{config}: field `output_tensor`: {model} has no output {:?} (its outputs: {})",
-            spec.output_tensor,
-            names(session.outputs())
-        );
-    };
-    let expected = spec.input_shape();
-    match input.dtype() {
-        ValueType::Tensor {
-            ty: TensorElementType::Float32,
-            shape,
-            ..
-        } if shape.len() == 4
-            && shape
-                .iter()
-                .zip(expected)
-                .skip(1)
-                .all(|(&got, want)| got < 0 || got == want) => {}
-        other => bail!(
-            "{config}: fields `width`/`height`/`layout`: {model}'s input {:?} is {other:?}, \
-             but the configuration describes float32 {expected:?}",
-            spec.input_tensor
-        ),
-    }
-    let classes = i64::try_from(spec.num_classes()).unwrap_or(i64::MAX);
-    match output.dtype() {
-        ValueType::Tensor {
-            ty: TensorElementType::Float32,
-            shape,
-            ..
-        } if shape.len() == 2 && (shape[1] < 0 || shape[1] == classes) => Ok(()),
-        other => bail!(
-            "{config}: fields `output_tensor`/`labels_file`: {model}'s output {:?} is {other:?}, \
-             but there are {classes} labels (expected float32 [-1, {classes}])",
-            spec.output_tensor
-        ),
-    }
-}
-
-/// Runs one batch: `input` holds `batch` images; returns `batch * classes` values.
-fn infer(
-    session: &mut Session,
-    spec: &ModelSpec,
-    input: &[f32],
-    batch: usize,
-) -> Result<Vec<f32>, String> {
-    let [_, a, b, c] = spec.input_shape();
-    let rows = i64::try_from(batch).map_err(|e| e.to_string())?;
-    let tensor = TensorRef::from_array_view(([rows, a, b, c], input)).map_err(|e| e.to_string())?;
-    let outputs = session
-        .run(ort::inputs![spec.input_tensor.as_str() => tensor])
-        .map_err(|e| format!("inference failed: {e}"))?;
-    let value = outputs
-        .get(&spec.output_tensor)
-        .ok_or_else(|| format!("no output {:?}", spec.output_tensor))?;
-    let (shape, data) = value
-        .try_extract_tensor::<f32>()
-        .map_err(|e| e.to_string())?;
-    let classes = i64::try_from(spec.num_classes()).map_err(|e| e.to_string())?;
-    if **shape != [rows, classes] {
-        return Err(format!(
-            "output {:?} has shape {shape}, expected [{rows}, {classes}]",
-            spec.output_tensor
-        ));
-    }
-    Ok(data.to_vec())
-}
-
 /// Makes the calling thread (and the threads it starts) as nice as the model says. Linux
 /// niceness is per thread: the other models and the async runtime keep theirs.
 fn set_nice(spec: &ModelSpec) {
@@ -296,13 +146,26 @@ fn set_nice(spec: &ModelSpec) {
     }
 }
 
-fn queue_wait(spec: &ModelSpec) -> metrics::Histogram {
-    metrics::histogram!("tandem_model_queue_duration_seconds", "model" => spec.name.clone())
+/// [`serve`] with the model's batching settings.
+fn serve_model(
+    queued: &Receiver<BatchItem>,
+    spec: &ModelSpec,
+    engine: impl FnMut(&[f32], usize) -> Result<Vec<f32>, String>,
+) {
+    let waited =
+        metrics::histogram!("tandem_model_queue_duration_seconds", "model" => spec.name.clone());
+    serve(
+        queued,
+        spec.max_batch_size,
+        spec.max_queue_delay,
+        &waited,
+        engine,
+    );
 }
 
-/// The model thread's loop: batches queued jobs and runs them until every sender is gone.
+/// The model thread's loop: batches queued items and runs them until every sender is gone.
 fn serve(
-    jobs: &Receiver<Job>,
+    queued: &Receiver<BatchItem>,
     max_batch: usize,
     max_delay: Duration,
     waited: &metrics::Histogram,
@@ -311,47 +174,61 @@ fn serve(
     let mut next = None;
     loop {
         let first = match next.take() {
-            Some(job) => job,
-            None => match jobs.recv() {
-                Ok(job) => job,
+            Some(item) => item,
+            None => match queued.recv() {
+                Ok(item) => item,
                 Err(_) => return,
             },
         };
-        let deadline = Instant::now() + max_delay;
-        let mut batch = vec![first];
-        let mut images = batch[0].images;
-        while images < max_batch {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let job = if remaining.is_zero() {
-                jobs.try_recv().ok()
-            } else {
-                jobs.recv_timeout(remaining).ok()
-            };
-            let Some(job) = job else { break };
-            if images + job.images > max_batch {
-                next = Some(job);
-                break;
-            }
-            images += job.images;
-            batch.push(job);
-        }
+        let (batch, images, left_over) = fill_batch(first, queued, max_batch, max_delay);
+        next = left_over;
         let now = Instant::now();
-        for job in &batch {
-            waited.record(now.duration_since(job.queued).as_secs_f64());
+        for item in &batch {
+            waited.record(now.duration_since(item.queued).as_secs_f64());
         }
         run_batch(batch, images, &mut engine);
     }
 }
 
+/// A batch starting with `first`: whatever else is queued, waiting at most `max_delay` for
+/// more, up to `max_batch` images. Returns the batch, its image count, and the item that came
+/// but did not fit (it starts the next batch).
+fn fill_batch(
+    first: BatchItem,
+    queued: &Receiver<BatchItem>,
+    max_batch: usize,
+    max_delay: Duration,
+) -> (Vec<BatchItem>, usize, Option<BatchItem>) {
+    let deadline = Instant::now() + max_delay;
+    let mut images = first.images;
+    let mut batch = vec![first];
+    while images < max_batch {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let item = if remaining.is_zero() {
+            queued.try_recv().ok()
+        } else {
+            queued.recv_timeout(remaining).ok()
+        };
+        let Some(item) = item else { break };
+        if images + item.images > max_batch {
+            return (batch, images, Some(item));
+        }
+        images += item.images;
+        batch.push(item);
+    }
+    (batch, images, None)
+}
+
+/// Runs one batch and sends each item its share of the output (or the error).
 fn run_batch(
-    batch: Vec<Job>,
+    batch: Vec<BatchItem>,
     images: usize,
     engine: &mut impl FnMut(&[f32], usize) -> Result<Vec<f32>, String>,
 ) {
     let result = {
         let input: Cow<'_, [f32]> = match batch.as_slice() {
             [only] => Cow::Borrowed(&only.input),
-            jobs => Cow::Owned(jobs.iter().flat_map(|j| j.input.iter().copied()).collect()),
+            items => Cow::Owned(items.iter().flat_map(|i| i.input.iter().copied()).collect()),
         };
         engine(&input, images)
     };
@@ -360,15 +237,15 @@ fn run_batch(
         Ok(output) => {
             let per_image = output.len() / images.max(1);
             let mut rest = output.as_slice();
-            for job in batch {
-                let (mine, others) = rest.split_at((job.images * per_image).min(rest.len()));
+            for item in batch {
+                let (mine, others) = rest.split_at((item.images * per_image).min(rest.len()));
                 rest = others;
-                let _ = job.reply.send(Ok(mine.to_vec()));
+                let _ = item.reply.send(Ok(mine.to_vec()));
             }
         }
         Err(detail) => {
-            for job in batch {
-                let _ = job.reply.send(Err(ModelError::internal(&detail)));
+            for item in batch {
+                let _ = item.reply.send(Err(ModelError::internal(&detail)));
             }
         }
     }

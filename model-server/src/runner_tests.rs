@@ -2,11 +2,11 @@
 
 use super::*;
 
-fn job(images: usize) -> (Job, oneshot::Receiver<Result<Vec<f32>, ModelError>>) {
+fn item(images: usize) -> (BatchItem, oneshot::Receiver<Result<Vec<f32>, ModelError>>) {
     let (reply, rx) = oneshot::channel();
     let input = vec![images as f32; images];
     (
-        Job {
+        BatchItem {
             input,
             images,
             queued: Instant::now(),
@@ -29,8 +29,8 @@ fn queued_requests_run_as_one_batch_up_to_the_maximum() {
     let (tx, rx) = sync_channel(16);
     let mut replies = Vec::new();
     for n in [1, 2, 3, 1] {
-        let (job, reply) = job(n);
-        tx.send(job).unwrap();
+        let (item, reply) = item(n);
+        tx.send(item).unwrap();
         replies.push(reply);
     }
     drop(tx);
@@ -53,11 +53,11 @@ fn queued_requests_run_as_one_batch_up_to_the_maximum() {
 #[test]
 fn the_queue_delay_waits_for_more_requests() {
     let (tx, rx) = sync_channel(16);
-    let (first, first_reply) = job(1);
+    let (first, first_reply) = item(1);
     tx.send(first).unwrap();
     let sender = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(20));
-        let (second, second_reply) = job(1);
+        let (second, second_reply) = item(1);
         tx.send(second).unwrap();
         second_reply
     });
@@ -77,8 +77,8 @@ fn the_queue_delay_waits_for_more_requests() {
 #[test]
 fn engine_failures_reach_every_request_of_the_batch() {
     let (tx, rx) = sync_channel(16);
-    let (a, a_reply) = job(1);
-    let (b, b_reply) = job(1);
+    let (a, a_reply) = item(1);
+    let (b, b_reply) = item(1);
     tx.send(a).unwrap();
     tx.send(b).unwrap();
     drop(tx);
@@ -111,15 +111,7 @@ fn nice_of_thread(name: &str) -> Option<i32> {
 #[tokio::test]
 async fn a_models_threads_get_its_niceness_and_nothing_else_does() {
     let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("nicer");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("config.toml"),
-        "backend = \"null\"\ninput_tensor = \"input\"\noutput_tensor = \"scores\"\n\
-         width = 2\nheight = 2\nscaling = { scale = 1.0, offset = 0.0 }\nthread_nice = 7\n",
-    )
-    .unwrap();
-    let spec = crate::repository::ModelSpec::load(&dir).unwrap();
+    let spec = crate::registry::tests::null_model(root.path(), "nicer", "thread_nice = 7\n");
     assert_eq!(spec.thread_nice, 7);
     let before = rustix::process::getpriority_process(None).unwrap();
     let runner = ModelRunner::start_null(Arc::new(spec)).unwrap();

@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
 use crate::{
-    decoded::DecodedImages,
+    decode_cache::DecodeCache,
     error::ModelError,
     registry::{Registry, VERSION},
     repository::ModelSpec,
@@ -32,7 +32,7 @@ pub struct InferenceService {
     /// Bounds how many images are decoded at once (each may take `max_image_pixels * 3` bytes).
     decoding: Arc<Semaphore>,
     /// One decode per image per process (the fast and the slow request bring the same image).
-    decoded: Arc<DecodedImages>,
+    decode_cache: Arc<DecodeCache>,
 }
 
 impl InferenceService {
@@ -44,7 +44,7 @@ impl InferenceService {
             registry,
             max_image_pixels,
             decoding: Arc::new(Semaphore::new(cores * 2)),
-            decoded: Arc::new(DecodedImages::new(decoded_cache_bytes)),
+            decode_cache: Arc::new(DecodeCache::new(decoded_cache_bytes)),
         }
     }
 
@@ -67,11 +67,11 @@ impl InferenceService {
                     .acquire_owned()
                     .await
                     .map_err(ModelError::internal)?;
-                let decoded = self.decoded.clone();
+                let cache = self.decode_cache.clone();
                 tokio::task::spawn_blocking(move || {
                     // Held until the work is done, even if the request is cancelled meanwhile.
                     let _permit = permit;
-                    let image = decoded.decode(&encoded, index, max_pixels)?;
+                    let image = cache.decode(&encoded, index, max_pixels)?;
                     spec.preprocess.prepare_decoded(&image)
                 })
                 .await

@@ -19,6 +19,10 @@ pub use inference::grpc_inference_service_server::{
 };
 pub use inference::*;
 
+/// Largest gRPC message either side sends or accepts (64 MiB): room for a batch of
+/// 12-megapixel photos. The model server and its clients set it on both directions.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
 /// Name of Triton's classification parameter on a requested output (`int64`: how many classes).
 pub const CLASSIFICATION_PARAMETER: &str = "classification";
 

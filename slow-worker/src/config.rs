@@ -77,7 +77,7 @@ mod tests {
 
     #[test]
     fn retry_delay_doubles_and_caps() {
-        let config = WorkerConfig::from_source(Env::with_overrides([
+        let config = WorkerConfig::from_source(Env::from_pairs([
             ("TANDEM_RETRY_BASE_MS", "100"),
             ("TANDEM_RETRY_MAX_MS", "500"),
         ]))
@@ -88,7 +88,7 @@ mod tests {
 
     #[test]
     fn bad_values_are_all_reported() {
-        let err = WorkerConfig::from_source(Env::with_overrides([
+        let err = WorkerConfig::from_source(Env::from_pairs([
             ("TANDEM_WORKER_CONCURRENCY", "0"),
             ("TANDEM_MAX_DELIVER", "zero"),
         ]))

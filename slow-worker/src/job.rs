@@ -92,19 +92,7 @@ pub async fn process(ctx: Arc<JobContext>, msg: Message) -> Outcome {
 async fn run_delivery(ctx: &JobContext, msg: &Message, delivered: i64) -> Outcome {
     let job = match SlowJob::from_message(msg.headers.as_ref(), msg.payload.clone()) {
         Ok(job) => job,
-        Err(e) => {
-            tracing::warn!(error = %e, "terminating a message that is not a valid job");
-            let id = msg
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(tandem_core::nats::headers::JOB_ID))
-                .and_then(|v| v.as_str().parse::<JobId>().ok());
-            if let Some(id) = id {
-                fail(ctx, id, &format!("invalid job message: {e}")).await;
-            }
-            ack(msg, AckKind::Term).await;
-            return Outcome::Failed;
-        }
+        Err(e) => return refuse_invalid(ctx, msg, &e).await,
     };
     tracing::Span::current().record("job_id", tracing::field::display(job.id));
 
@@ -118,16 +106,16 @@ async fn run_delivery(ctx: &JobContext, msg: &Message, delivered: i64) -> Outcom
         }
     };
     let mut inference = std::pin::pin!(inference);
-    let mut marking = std::pin::pin!(start(ctx, &job));
+    let mut marking = std::pin::pin!(mark_running(ctx, &job));
     let mut early = None;
-    let started = tokio::select! {
-        started = &mut marking => started,
+    let runs = tokio::select! {
+        runs = &mut marking => runs,
         result = &mut inference => {
             early = Some(result);
             marking.await
         }
     };
-    match started {
+    match runs {
         Ok(true) => {}
         Ok(false) => {
             ack(msg, AckKind::Ack).await;
@@ -146,60 +134,88 @@ async fn run_delivery(ctx: &JobContext, msg: &Message, delivered: i64) -> Outcom
     };
     match result {
         Ok(prediction) => finish(ctx, msg, &job, prediction, delivered).await,
-        Err(e) if e.is_transient() && delivered < ctx.config.nats.max_deliver => {
-            let delay = ctx.config.retry_delay(delivered);
-            tracing::warn!(error = %e, retry_in = ?delay, "transient failure; will retry");
-            let note = format!("attempt {delivered} failed, retrying in {delay:?}: {e}");
-            let _ = ctx
-                .store
-                .update(job.id, |r| {
-                    if r.status.is_terminal() {
-                        return false;
-                    }
-                    r.error = Some(note.clone());
-                    r.transition(JobStatus::Queued);
-                    true
-                })
-                .await;
-            ack(msg, AckKind::Nak(Some(delay))).await;
-            Outcome::Retrying
-        }
-        Err(e) => {
-            let reason = if e.is_transient() {
-                format!("gave up after {delivered} attempts: {e}")
-            } else {
-                e.to_string()
-            };
-            tracing::warn!(%reason, "job failed");
-            fail(ctx, job.id, &reason).await;
-            ack(msg, AckKind::Term).await;
-            forget_image(ctx, &job).await;
-            Outcome::Failed
-        }
+        Err(e) => on_model_error(ctx, msg, &job, &e, delivered).await,
     }
 }
 
-/// Marks the job `running`; `Ok(false)` when it must not run (final already, or cancelled).
-async fn start(ctx: &JobContext, job: &SlowJob) -> Result<bool, tandem_core::store::StoreError> {
-    let mark_running = |r: &mut JobRecord| {
-        if r.status.is_terminal() {
-            return false;
-        }
-        r.attempts += 1;
-        r.transition(JobStatus::Running);
-        true
+/// A message that is not a job: fail its record if it names one, and drop the message.
+async fn refuse_invalid(
+    ctx: &JobContext,
+    msg: &Message,
+    error: &tandem_core::slow_job::SlowJobError,
+) -> Outcome {
+    tracing::warn!(%error, "terminating a message that is not a valid job");
+    let id = msg
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(tandem_core::nats::headers::JOB_ID))
+        .and_then(|v| v.as_str().parse::<JobId>().ok());
+    if let Some(id) = id {
+        fail(ctx, id, &format!("invalid job message: {error}")).await;
+    }
+    ack(msg, AckKind::Term).await;
+    Outcome::Failed
+}
+
+/// The slow model failed: retry later while the failure is transient and deliveries remain,
+/// else end the job `failed`.
+async fn on_model_error(
+    ctx: &JobContext,
+    msg: &Message,
+    job: &SlowJob,
+    error: &ClassifyError,
+    delivered: i64,
+) -> Outcome {
+    if error.is_transient() && delivered < ctx.config.nats.max_deliver {
+        let delay = ctx.config.retry_delay(delivered);
+        tracing::warn!(%error, retry_in = ?delay, "transient failure; will retry");
+        let note = format!("attempt {delivered} failed, retrying in {delay:?}: {error}");
+        let _ = ctx
+            .store
+            .update(job.id, |r| {
+                let back = r.advance(JobStatus::Queued);
+                if back {
+                    r.error = Some(note.clone());
+                }
+                back
+            })
+            .await;
+        ack(msg, AckKind::Nak(Some(delay))).await;
+        return Outcome::Retrying;
+    }
+    let reason = if error.is_transient() {
+        format!("gave up after {delivered} attempts: {error}")
+    } else {
+        error.to_string()
     };
-    let stored = match ctx.store.update(job.id, mark_running).await? {
-        Some(stored) => stored,
-        None => {
-            // No record: published by something other than the gateway, or expired. Create it
-            // so that the outcome is visible.
-            let mut record = JobRecord::queued(job.id, job.submitted_at);
-            mark_running(&mut record);
-            ctx.store.create(&record).await?;
-            return Ok(true);
-        }
-    };
+    tracing::warn!(%reason, "job failed");
+    fail(ctx, job.id, &reason).await;
+    ack(msg, AckKind::Term).await;
+    forget_image(ctx, job).await;
+    Outcome::Failed
+}
+
+/// Marks the job `running` and counts the attempt; `Ok(false)` when it must not run (final
+/// already, or cancelled). A job without a record (published by something other than the
+/// gateway, or expired) gets one, so that its outcome is visible.
+async fn mark_running(
+    ctx: &JobContext,
+    job: &SlowJob,
+) -> Result<bool, tandem_core::store::StoreError> {
+    let stored = ctx
+        .store
+        .update_or_create(
+            job.id,
+            || JobRecord::queued(job.id, job.submitted_at),
+            |r| {
+                let runs = r.advance(JobStatus::Running);
+                if runs {
+                    r.attempts += 1;
+                }
+                runs
+            },
+        )
+        .await?;
     Ok(stored.record.status == JobStatus::Running)
 }
 
@@ -249,6 +265,8 @@ async fn run_model(
     }
 }
 
+/// Stores the slow answer (creating the record if it vanished while the model ran: a result
+/// stored nowhere must not be acknowledged), then acknowledges the message.
 async fn finish(
     ctx: &JobContext,
     msg: &Message,
@@ -258,45 +276,34 @@ async fn finish(
 ) -> Outcome {
     let written = ctx
         .store
-        .update(job.id, |r| {
-            if r.status.is_terminal() {
-                return false;
-            }
-            r.slow = Some(prediction.clone());
-            r.error = None;
-            r.transition(JobStatus::Succeeded);
-            true
-        })
+        .update_or_create(
+            job.id,
+            || {
+                tracing::warn!("job record was gone; result stored as a new record");
+                let mut record = JobRecord::queued(job.id, job.submitted_at);
+                record.attempts = 1;
+                record
+            },
+            |r| {
+                let done = r.advance(JobStatus::Succeeded);
+                if done {
+                    r.slow = Some(prediction.clone());
+                    r.error = None;
+                }
+                done
+            },
+        )
         .await;
     match written {
-        Ok(Some(stored)) if stored.record.status != JobStatus::Succeeded => {
+        Ok(stored) if stored.record.status != JobStatus::Succeeded => {
             // Cancelled (or ended) while the model ran: keep that outcome.
             ack(msg, AckKind::Ack).await;
             forget_image(ctx, job).await;
             tracing::info!(status = stored.record.status.as_str(), "result discarded");
             Outcome::Skipped
         }
-        Ok(None) => {
-            // The record vanished while the model ran (expired, or its bucket re-created):
-            // write the result as a new record rather than acknowledge a result stored nowhere.
-            let mut record = JobRecord::queued(job.id, job.submitted_at);
-            record.attempts = 1;
-            record.slow = Some(prediction.clone());
-            record.transition(JobStatus::Succeeded);
-            match ctx.store.create(&record).await {
-                Ok(_) => {
-                    tracing::warn!("job record was gone; result stored as a new record");
-                    Box::pin(finish(ctx, msg, job, prediction, delivered)).await
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "result not stored; retrying the job");
-                    ack(msg, AckKind::Nak(Some(ctx.config.retry_delay(delivered)))).await;
-                    Outcome::Retrying
-                }
-            }
-        }
-        Ok(Some(stored)) => {
-            record_success(job, &prediction, Some(&stored.record));
+        Ok(stored) => {
+            record_success(job, &prediction, &stored.record);
             // Double ack: the server confirms, so a lost ack cannot look like success.
             if let Err(e) = msg.double_ack().await {
                 tracing::warn!(error = %e, "ack not confirmed; a redelivery will be skipped");
@@ -314,12 +321,12 @@ async fn finish(
 }
 
 /// Submit-to-result latency, and whether the fast model had already said the same.
-fn record_success(job: &SlowJob, prediction: &Prediction, record: Option<&JobRecord>) {
+fn record_success(job: &SlowJob, prediction: &Prediction, record: &JobRecord) {
     let latency = time::OffsetDateTime::now_utc() - job.submitted_at;
     metrics::histogram!("tandem_worker_job_latency_seconds")
         .record(latency.as_seconds_f64().max(0.0));
     // Without the fast answer yet, the gateway counts the agreement when it adds it.
-    if let Some(fast) = record.and_then(|r| r.fast.as_ref()) {
+    if let Some(fast) = &record.fast {
         tandem_core::metrics::record_agreement(fast, prediction);
     }
 }

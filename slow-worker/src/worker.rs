@@ -14,9 +14,17 @@ use std::{
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use futures::StreamExt as _;
 use tandem_core::{
-    metrics::Readiness, model_client::ModelClient, nats as contract, store::JobStore,
+    model_client::ModelClient,
+    nats as contract,
+    ops::{Check, JetStreamPresence, Readiness},
+    retry,
+    shutdown::Shutdown,
+    store::JobStore,
 };
-use tokio::{sync::Semaphore, task::JoinSet};
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore},
+    task::JoinSet,
+};
 
 use crate::{
     config::WorkerConfig,
@@ -36,7 +44,7 @@ pub async fn run(
     run_with_ops(config, None, shutdown).await
 }
 
-/// What the worker's `/readyz` checks.
+/// What the worker's `/readyz` checks: all of it gates.
 #[derive(Debug)]
 struct WorkerReadiness {
     client: async_nats::Client,
@@ -45,106 +53,145 @@ struct WorkerReadiness {
     slow_model: String,
 }
 
-impl Readiness for WorkerReadiness {
-    async fn checks(&self) -> Vec<(&'static str, bool)> {
-        let nats = self.client.connection_state() == async_nats::connection::State::Connected;
-        let js = async_nats::jetstream::new(self.client.clone());
-        let (slow_model, present) = tokio::join!(
-            self.model.model_ready(&self.slow_model),
-            tandem_core::metrics::jetstream_checks(&js),
-        );
-        let mut checks = vec![
-            ("nats_connected", nats),
-            ("jetstream_ready", self.set_up.load(Ordering::Relaxed)),
-        ];
-        checks.extend(present);
-        checks.push(("slow_model_ready", slow_model));
-        checks
+impl WorkerReadiness {
+    fn new(client: &async_nats::Client, model: &ModelClient, config: &WorkerConfig) -> Self {
+        Self {
+            client: client.clone(),
+            set_up: AtomicBool::new(false),
+            model: model.clone(),
+            slow_model: config.slow_model.clone(),
+        }
     }
 }
 
-/// Stops the ops listener when the worker stops, however it stops.
-struct AbortOnDrop(tokio::task::JoinHandle<std::io::Result<()>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+impl Readiness for WorkerReadiness {
+    async fn checks(&self) -> Vec<Check> {
+        let nats = self.client.connection_state() == async_nats::connection::State::Connected;
+        let js = jetstream::new(self.client.clone());
+        let (slow_model, present) = tokio::join!(
+            self.model.model_ready(&self.slow_model),
+            JetStreamPresence::check(&js),
+        );
+        vec![
+            Check::gating("nats_connected", nats),
+            Check::gating("jetstream_ready", self.set_up.load(Ordering::Relaxed)),
+            Check::gating("stream_present", present.stream),
+            Check::gating("consumer_present", present.consumer),
+            Check::gating("bucket_present", present.bucket),
+            Check::gating("slow_model_ready", slow_model),
+        ]
     }
 }
 
 /// [`run`], also serving `/metrics`, `/healthz` and `/readyz` on `ops` (the binary binds
-/// `TANDEM_WORKER_HTTP_ADDR`) while the worker runs.
+/// `TANDEM_WORKER_HTTP_ADDR`) until the same shutdown.
 pub async fn run_with_ops(
     config: WorkerConfig,
     ops: Option<tokio::net::TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     tandem_core::metrics::init();
+    let shutdown = tandem_core::shutdown::shared(shutdown);
     let client = contract::connect(&config.nats, "tandem-slow-worker").await?;
     let js = jetstream::new(client.clone());
     let model = ModelClient::new(&config.model_server_url, config.model_timeout)?;
-    let readiness = Arc::new(WorkerReadiness {
-        client: client.clone(),
-        set_up: AtomicBool::new(false),
-        model: model.clone(),
-        slow_model: config.slow_model.clone(),
-    });
-    let _ops = match ops {
-        Some(listener) => {
-            tracing::info!(addr = %listener.local_addr()?, "worker ops listener (/metrics, /healthz, /readyz)");
-            Some(AbortOnDrop(tokio::spawn(tandem_core::metrics::serve_ops(
-                listener,
-                readiness.clone(),
-                std::future::pending(),
-            ))))
-        }
-        None => None,
-    };
+    let readiness = Arc::new(WorkerReadiness::new(&client, &model, &config));
+    let _ops = ops
+        .map(|ops| tandem_core::ops::spawn("worker", ops, readiness.clone(), shutdown.clone()))
+        .transpose()?;
 
-    tokio::pin!(shutdown);
-    let (consumer, store, images) = tokio::select! {
-        parts = set_up(&js, &config) => parts,
-        () = &mut shutdown => return Ok(()),
+    let set_up = async {
+        let parts = set_up(&js, &config).await;
+        readiness.set_up.store(true, Ordering::Relaxed);
+        // Fetching before the slow model is loaded would only spend a delivery on a retry.
+        wait_for_model(&model, &config.slow_model).await;
+        parts
     };
-    readiness.set_up.store(true, Ordering::Relaxed);
-    // Fetching before the slow model is loaded would only spend a delivery on a retry.
-    tokio::select! {
-        () = wait_for_model(&model, &config.slow_model) => {}
-        () = &mut shutdown => return Ok(()),
-    }
+    let (consumer, store, images) = tokio::select! {
+        parts = set_up => parts,
+        () = shutdown.clone() => return Ok(()),
+    };
     let ctx = Arc::new(JobContext {
         config: config.clone(),
         model,
         store,
         images,
     });
-    let advisories = tokio::spawn(crate::advisory::run(
+    let advisories = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(crate::advisory::run(
         client.clone(),
         js.clone(),
         ctx.clone(),
-    ));
+    )));
     tracing::info!(
         model = %config.slow_model,
         concurrency = config.concurrency,
         "slow-worker consuming {}",
         contract::JOBS_STREAM
     );
+    let running = FetchLoop {
+        js,
+        config: &config,
+        ctx,
+        consumer,
+        slots: Arc::new(Semaphore::new(config.concurrency)),
+        running: JoinSet::new(),
+        errors: 0,
+    }
+    .run(shutdown)
+    .await;
+    drop(advisories);
+    drain(running, config.shutdown_grace, client).await;
+    Ok(())
+}
 
-    let slots = Arc::new(Semaphore::new(config.concurrency));
-    let mut running = JoinSet::new();
-    let mut consumer = consumer;
-    let mut errors = 0u32;
-    loop {
-        // Wait for at least one free slot, then take every free one.
-        let first = tokio::select! {
-            permit = slots.clone().acquire_owned() => permit?,
-            () = &mut shutdown => break,
-        };
-        let mut permits = vec![first];
-        while let Ok(permit) = slots.clone().try_acquire_owned() {
-            permits.push(permit);
+/// The fetch loop's state.
+struct FetchLoop<'a> {
+    js: jetstream::Context,
+    config: &'a WorkerConfig,
+    ctx: Arc<JobContext>,
+    consumer: PullConsumer,
+    slots: Arc<Semaphore>,
+    running: JoinSet<job::Outcome>,
+    /// Consecutive fetch errors.
+    errors: u32,
+}
+
+impl FetchLoop<'_> {
+    /// Fetches and starts jobs until `shutdown`; returns the jobs still running.
+    async fn run(mut self, shutdown: Shutdown) -> JoinSet<job::Outcome> {
+        loop {
+            // Wait for at least one free slot, then take every free one.
+            let first = tokio::select! {
+                permit = self.slots.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break, // the semaphore is never closed
+                },
+                () = shutdown.clone() => break,
+            };
+            let mut permits = vec![first];
+            while let Ok(permit) = self.slots.clone().try_acquire_owned() {
+                permits.push(permit);
+            }
+            tokio::select! {
+                () = self.fetch(permits) => {}
+                () = shutdown.clone() => break,
+            }
+            if self.errors >= ERRORS_BEFORE_RECREATE {
+                tokio::select! {
+                    () = self.recover() => {}
+                    () = shutdown.clone() => break,
+                }
+            }
+            // Reap finished tasks so the set does not grow.
+            while self.running.try_join_next().is_some() {}
         }
-        let batch = consumer
+        self.running
+    }
+
+    /// One pull request for as many jobs as `permits`; each job received starts at once.
+    async fn fetch(&mut self, mut permits: Vec<OwnedSemaphorePermit>) {
+        let batch = self
+            .consumer
             .batch()
             .max_messages(permits.len())
             .expires(PULL_EXPIRY)
@@ -153,45 +200,49 @@ pub async fn run_with_ops(
         let mut batch = match batch {
             Ok(batch) => batch,
             Err(e) => {
-                errors += 1;
-                tracing::warn!(error = %e, errors, "cannot fetch jobs");
-                drop(permits);
-                consumer = recover(&js, &config, consumer, errors, &mut shutdown).await;
-                continue;
+                self.errors += 1;
+                tracing::warn!(error = %e, errors = self.errors, "cannot fetch jobs");
+                return self.pause().await;
             }
         };
-        loop {
-            let next = tokio::select! {
-                next = batch.next() => next,
-                () = &mut shutdown => { drop(permits); return drain(running, config.shutdown_grace, client, advisories).await; }
-            };
+        while let Some(next) = batch.next().await {
             match next {
-                Some(Ok(msg)) => {
-                    errors = 0;
+                Ok(msg) => {
+                    self.errors = 0;
                     let Some(permit) = permits.pop() else { break };
-                    let ctx = ctx.clone();
-                    running.spawn(async move {
+                    let ctx = self.ctx.clone();
+                    self.running.spawn(async move {
                         let outcome = job::process(ctx, msg).await;
                         drop(permit);
                         outcome
                     });
                 }
-                Some(Err(e)) => {
-                    errors += 1;
-                    tracing::warn!(error = %e, errors, "error while fetching jobs");
+                Err(e) => {
+                    self.errors += 1;
+                    tracing::warn!(error = %e, errors = self.errors, "error while fetching jobs");
                     break;
                 }
-                None => break,
             }
         }
-        drop(permits);
-        if errors >= ERRORS_BEFORE_RECREATE {
-            consumer = recover(&js, &config, consumer, errors, &mut shutdown).await;
-        }
-        // Reap finished tasks so the set does not grow.
-        while running.try_join_next().is_some() {}
     }
-    drain(running, config.shutdown_grace, client, advisories).await
+
+    /// A pause that grows with the consecutive errors.
+    async fn pause(&self) {
+        tokio::time::sleep(Duration::from_millis(200 * u64::from(self.errors.min(25)))).await;
+    }
+
+    /// After repeated errors (a restarted server can leave a consumer handle stuck), back off
+    /// and re-create the durable consumer idempotently.
+    async fn recover(&mut self) {
+        self.pause().await;
+        match contract::ensure_worker_consumer(&self.js, &self.config.nats).await {
+            Ok(consumer) => {
+                tracing::info!("worker consumer re-created");
+                self.consumer = consumer;
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot re-create the worker consumer yet"),
+        }
+    }
 }
 
 /// Creates (or updates) the stream, consumer and buckets, retrying until NATS is there.
@@ -199,23 +250,13 @@ async fn set_up(
     js: &jetstream::Context,
     config: &WorkerConfig,
 ) -> (PullConsumer, JobStore, jetstream::object_store::ObjectStore) {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let attempt = async {
-            let consumer = contract::ensure_worker_consumer(js, &config.nats).await?;
-            let kv = contract::ensure_jobs_bucket(js, &config.nats).await?;
-            let images = contract::ensure_images_bucket(js, &config.nats).await?;
-            Ok::<_, async_nats::Error>((consumer, JobStore::new(kv), images))
-        };
-        match attempt.await {
-            Ok(parts) => return parts,
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?delay, "JetStream set-up failed");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
+    retry::until_ok("JetStream set-up", || async {
+        let consumer = contract::ensure_worker_consumer(js, &config.nats).await?;
+        let kv = contract::ensure_jobs_bucket(js, &config.nats).await?;
+        let images = contract::ensure_images_bucket(js, &config.nats).await?;
+        Ok::<_, async_nats::Error>((consumer, JobStore::new(kv), images))
+    })
+    .await
 }
 
 /// Waits until the model server says `name` is ready, saying so every 10 s while it waits
@@ -236,42 +277,8 @@ async fn wait_for_model(model: &ModelClient, name: &str) {
     }
 }
 
-/// After repeated errors (a restarted server can leave a consumer handle stuck), back off and
-/// re-create the durable consumer idempotently.
-async fn recover(
-    js: &jetstream::Context,
-    config: &WorkerConfig,
-    current: PullConsumer,
-    errors: u32,
-    shutdown: &mut (impl Future<Output = ()> + Unpin),
-) -> PullConsumer {
-    let delay = Duration::from_millis(200 * u64::from(errors.min(25)));
-    tokio::select! {
-        () = tokio::time::sleep(delay) => {}
-        () = shutdown => return current,
-    }
-    if errors < ERRORS_BEFORE_RECREATE {
-        return current;
-    }
-    match contract::ensure_worker_consumer(js, &config.nats).await {
-        Ok(consumer) => {
-            tracing::info!("worker consumer re-created");
-            consumer
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot re-create the worker consumer yet");
-            current
-        }
-    }
-}
-
-async fn drain(
-    mut running: JoinSet<job::Outcome>,
-    grace: Duration,
-    client: async_nats::Client,
-    advisories: tokio::task::JoinHandle<()>,
-) -> anyhow::Result<()> {
-    advisories.abort();
+/// Lets running jobs finish for at most `grace`, then leaves the rest for redelivery.
+async fn drain(mut running: JoinSet<job::Outcome>, grace: Duration, client: async_nats::Client) {
     while running.try_join_next().is_some() {}
     tracing::info!(jobs = running.len(), "draining running jobs");
     let finished = tokio::time::timeout(grace, async {
@@ -288,5 +295,4 @@ async fn drain(
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), client.drain()).await;
     tracing::info!("slow-worker stopped");
-    Ok(())
 }

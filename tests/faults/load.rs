@@ -11,6 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use backon::{ExponentialBuilder, Retryable as _};
 use bytes::Bytes;
 use serde_json::Value;
 use tokio::{sync::watch, task::JoinSet};
@@ -122,6 +123,18 @@ impl Load {
     }
 }
 
+/// Why an attempt did not get a job.
+enum Refusal {
+    /// Refused or unanswered (429, 502, 503, 504, a connection error, a body cut off): worth
+    /// another try, after `Retry-After` when the gateway said.
+    Retry { after: Option<Duration> },
+    /// An answer no retry can fix.
+    Final(String),
+}
+
+/// One submission: attempts with the same key, retried with a doubling pause (or what
+/// `Retry-After` says) until one is accepted, one gets an answer no retry can fix, or
+/// `GIVE_UP_AFTER` has passed.
 async fn submit(
     http: reqwest::Client,
     url: String,
@@ -129,18 +142,12 @@ async fn submit(
     key: String,
     accepted: Arc<Mutex<Vec<String>>>,
 ) -> Submission {
-    let mut submission = Submission {
-        key,
-        ..Default::default()
-    };
     let started = Instant::now();
-    let mut delay = RETRY_DELAY;
-    loop {
-        let mut wait = None;
+    let attempt = || async {
         let answer = http
             .post(&url)
             .header("content-type", "image/jpeg")
-            .header("idempotency-key", &submission.key)
+            .header("idempotency-key", &key)
             .body(image.clone())
             .timeout(ATTEMPT_TIMEOUT)
             .send()
@@ -148,40 +155,66 @@ async fn submit(
         match answer {
             Ok(response) if response.status().is_success() => {
                 // A body cut off mid-way counts as no answer.
-                if let Ok(body) = response.json::<Value>().await
-                    && let Some(id) = body["job_id"].as_str()
-                {
-                    submission.job_ids.push(id.to_owned());
-                    accepted.lock().unwrap().push(id.to_owned());
-                    return submission;
+                match response.json::<Value>().await {
+                    Ok(body) if body["job_id"].is_string() => {
+                        Ok(body["job_id"].as_str().unwrap_or_default().to_owned())
+                    }
+                    _ => Err(Refusal::Retry { after: None }),
                 }
-                submission.refused += 1;
             }
             Ok(response) if matches!(response.status().as_u16(), 429 | 502 | 503 | 504) => {
-                submission.refused += 1;
-                wait = response
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse().ok())
-                    .map(Duration::from_secs);
+                Err(Refusal::Retry {
+                    after: response
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse().ok())
+                        .map(Duration::from_secs),
+                })
             }
             Ok(response) => {
                 let status = response.status();
                 let body = response.text().await.unwrap_or_default();
-                submission.failure = Some(format!("answered {status}: {body}"));
-                return submission;
+                Err(Refusal::Final(format!("answered {status}: {body}")))
             }
-            Err(_) => submission.refused += 1,
+            Err(_) => Err(Refusal::Retry { after: None }),
         }
-        if started.elapsed() > GIVE_UP_AFTER {
+    };
+    let mut retries = 0;
+    let outcome = attempt
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(RETRY_DELAY)
+                .with_max_delay(MAX_RETRY_DELAY)
+                .without_max_times(),
+        )
+        .when(|refusal| {
+            matches!(refusal, Refusal::Retry { .. }) && started.elapsed() <= GIVE_UP_AFTER
+        })
+        .adjust(|refusal, backoff| match refusal {
+            Refusal::Retry { after: Some(after) } => Some(*after),
+            _ => backoff,
+        })
+        .notify(|_, _| retries += 1)
+        .await;
+    let mut submission = Submission {
+        refused: retries,
+        ..Default::default()
+    };
+    match outcome {
+        Ok(id) => {
+            accepted.lock().unwrap().push(id.clone());
+            submission.job_ids.push(id);
+        }
+        Err(Refusal::Final(failure)) => submission.failure = Some(failure),
+        Err(Refusal::Retry { .. }) => {
+            submission.refused += 1;
             submission.failure = Some(format!(
                 "not accepted after {} attempts in {GIVE_UP_AFTER:?}",
                 submission.refused
             ));
-            return submission;
         }
-        tokio::time::sleep(wait.unwrap_or(delay)).await;
-        delay = (delay * 2).min(MAX_RETRY_DELAY);
     }
+    submission.key = key;
+    submission
 }

@@ -2,7 +2,7 @@
 //! none gets two results.
 //!
 //! Each case starts the real service on loopback ports (nats-server, the model server, the
-//! gateway, slow-workers: `tests/it/support/`), submits jobs through the gateway at a steady
+//! gateway, slow-workers: `tests/support/`), submits jobs through the gateway at a steady
 //! rate the way a careful client does (an `Idempotency-Key` per submission, refused attempts
 //! retried), injects one fault, stops the load, waits for every accepted job to end, and counts:
 //! submitted / succeeded / lost / duplicated (see `tally.rs`). The bar is 0 lost and 0
@@ -26,8 +26,8 @@
     missing_debug_implementations
 )]
 
-#[path = "../it/support/mod.rs"]
-mod support;
+/// The helpers that start real servers: this package's library (`tests/support/`).
+use tandem_tests as support;
 
 mod cluster;
 mod gateway;

@@ -6,13 +6,14 @@
 
 use std::time::Duration;
 
-use reqwest::{Method, RequestBuilder, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::{
     hostile::assert_error,
     support::{
         app::{AppOptions, TestApp, spawn_app_with},
+        gateway::ApiRequest as RequestBuilder,
         photo, workspace_root,
     },
 };
@@ -294,7 +295,7 @@ async fn the_page_health_metrics_and_the_api_description_stay_open() {
 
 /// Runs the `tandem` CLI against `app` with `args` and extra environment.
 async fn tandem(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"));
+    let mut command = tokio::process::Command::new(crate::support::process::service_binary("tandem"));
     command
         .args(args)
         .current_dir(workspace_root())

@@ -16,7 +16,7 @@ const LIMIT: Duration = Duration::from_secs(120);
 /// Runs `tandem ARGS...` from the workspace root (asynchronously: the service runs on this
 /// test's runtime) with `TANDEM_URL` unset.
 async fn tandem(args: &[&str]) -> Output {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_tandem"));
+    let mut command = tokio::process::Command::new(crate::support::process::service_binary("tandem"));
     command
         .args(args)
         .current_dir(workspace_root())

@@ -18,7 +18,7 @@ use crate::{
     slow_path::{FINAL, jetstream, no_workers, submit},
     support::{
         app::{AppOptions, spawn_app, spawn_app_with},
-        photo,
+        eventually, photo,
         sse::SseStream,
     },
 };
@@ -40,6 +40,16 @@ async fn history(js: &jetstream::Context, id: &str) -> Vec<Value> {
         }
     }
     statuses
+}
+
+/// The workers' consumer, as JetStream counts its messages now.
+async fn worker_consumer(js: &jetstream::Context) -> jetstream::consumer::Info {
+    js.get_stream(JOBS_STREAM)
+        .await
+        .unwrap()
+        .consumer_info(WORKER_CONSUMER)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -64,9 +74,9 @@ async fn nothing_is_lost_when_a_worker_is_killed_mid_run() {
     }
     // Kill one worker while jobs are being worked on.
     let js = jetstream(&app).await;
-    let started = std::time::Instant::now();
-    loop {
-        let info = js
+    let js = &js;
+    eventually(FINAL, "the workers make progress", || async move {
+        let left = js
             .get_stream(JOBS_STREAM)
             .await
             .unwrap()
@@ -75,12 +85,13 @@ async fn nothing_is_lost_when_a_worker_is_killed_mid_run() {
             .unwrap()
             .state
             .messages;
-        if info <= 170 {
-            break;
+        if left <= 170 {
+            Ok(())
+        } else {
+            Err(format!("{left} of 200 jobs left on the stream"))
         }
-        assert!(started.elapsed() < FINAL, "workers made no progress");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     doomed.kill();
 
     let mut succeeded = 0;
@@ -90,7 +101,7 @@ async fn nothing_is_lost_when_a_worker_is_killed_mid_run() {
         assert_eq!(job["slow"]["label"], "Egyptian cat");
         // Every version that carries a slow result carries the same one: a redelivered job
         // never wrote a second, different result.
-        let versions = history(&js, id).await;
+        let versions = history(js, id).await;
         let results: Vec<&Value> = versions
             .iter()
             .filter(|v| v["status"] == "succeeded")
@@ -133,8 +144,37 @@ async fn jobs_wait_and_retry_while_the_model_server_is_down() {
     app.model_server.take().unwrap().stop().await.unwrap();
 
     // A worker that has not yet seen the slow model ready takes no job: they wait, untouched.
+    // Its readiness says when it has set up JetStream and gone on to wait for the model: the
+    // point after which it would have fetched them.
     app.add_worker();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let worker_ready = format!("{}/readyz", app.worker_ops.last().unwrap());
+    let http = &app.http;
+    eventually(
+        FINAL,
+        "the worker is set up and waits for the slow model",
+        || async {
+            let checks: Value = match http.get(&worker_ready).send().await {
+                Ok(reply) => reply.json().await.map_err(|e| e.to_string())?,
+                Err(e) => return Err(e.to_string()),
+            };
+            let waits = checks["checks"]["jetstream_ready"] == true
+                && checks["checks"]["slow_model_ready"] == false;
+            if waits {
+                Ok(())
+            } else {
+                Err(checks.to_string())
+            }
+        },
+    )
+    .await;
+    let js = jetstream(&app).await;
+    let consumer = worker_consumer(&js).await;
+    assert_eq!(consumer.num_pending, 3, "none delivered: {consumer:?}");
+    assert_eq!(consumer.num_ack_pending, 0, "none running: {consumer:?}");
+    assert_eq!(
+        consumer.num_waiting, 0,
+        "no fetch waits for them: {consumer:?}"
+    );
     for id in &waiting {
         let (_, job) = app.job(id).await;
         assert_eq!(job["status"], "queued", "{job}");
@@ -149,7 +189,6 @@ async fn jobs_wait_and_retry_while_the_model_server_is_down() {
 
     // A running worker whose model server goes away retries its jobs with backoff.
     app.model_server.take().unwrap().stop().await.unwrap();
-    let js = jetstream(&app).await;
     let mut retried = Vec::new();
     for _ in 0..2 {
         // Straight onto the stream: the gateway's fast path needs the model server too.
@@ -169,8 +208,16 @@ async fn jobs_wait_and_retry_while_the_model_server_is_down() {
             .unwrap();
         retried.push(id.to_string());
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let (_, job) = app.job(&retried[0]).await;
+    // Retried twice (three attempts), and neither given up nor done.
+    let job = eventually(FINAL, "the job is retried twice", || async {
+        let (_, job) = app.job(&retried[0]).await;
+        if job["attempts"].as_u64().unwrap_or(0) >= 3 {
+            Ok(job)
+        } else {
+            Err(job)
+        }
+    })
+    .await;
     assert_ne!(job["status"], "succeeded");
     assert_ne!(job["status"], "failed", "{job}");
     assert!(job["error"].as_str().unwrap().contains("retrying"), "{job}");
@@ -212,16 +259,18 @@ async fn a_job_the_slow_model_rejects_fails_once_with_a_reason() {
         "the reason names the problem: {record}"
     );
     assert_eq!(record["attempts"], 1, "not retried: {record}");
-    // The message is gone: nothing pending or waiting for an ack.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut consumer = js
-        .get_stream(JOBS_STREAM)
-        .await
-        .unwrap()
-        .get_consumer::<jetstream::consumer::pull::Config>(WORKER_CONSUMER)
-        .await
-        .unwrap();
-    let info = consumer.info().await.unwrap();
+    // The message is gone: nothing pending or waiting for an ack (the record is written before
+    // the message is terminated, so that may take a moment).
+    let js = &js;
+    let info = eventually(FINAL, "the message is terminated", || async move {
+        let info = worker_consumer(js).await;
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            Ok(info)
+        } else {
+            Err(format!("{info:?}"))
+        }
+    })
+    .await;
     assert_eq!(info.num_pending, 0);
     assert_eq!(info.num_ack_pending, 0);
 }

@@ -1,27 +1,22 @@
 //! Fuzzing, replayed in the normal test run: every committed seed (`fuzz/seeds/<target>/`) and
 //! every input that once broke a fuzz target (`fuzz/regressions/<target>/`) goes through the very
-//! harness the fuzzer runs (`fuzz/src/harness.rs`, compiled into this binary), so a fix stays
-//! fixed and the harness stays in step with the code. Seeds must also get the answer they were
-//! made for: accepted, or refused with the named error. Running the fuzzer itself is
-//! `scripts/fuzz` (see `fuzz/README.md`).
+//! harness the fuzzer runs (`tandem-fuzz-harness`, `fuzz/harness/`), so a fix stays fixed and
+//! the harness stays in step with the code. Seeds must also get the answer they were made for:
+//! accepted, or refused with the named error. Running the fuzzer itself is `scripts/fuzz` (see
+//! `fuzz/README.md`).
 
 use std::{
     fs,
     panic::{AssertUnwindSafe, catch_unwind},
-    path::{Path, PathBuf},
+    path::PathBuf,
 };
 
-/// The `http` crate's header types, as the harness expects them (`super::header`).
-use reqwest::header;
-
-#[allow(dead_code)]
-#[path = "../../fuzz/src/harness.rs"]
-mod harness;
-#[path = "../../fuzz/src/seeds.rs"]
-mod seeds;
+/// The harnesses the fuzzer runs, and the seeds they start from (`fuzz/harness/`).
+use tandem_fuzz_harness as harness;
+use tandem_fuzz_harness::seeds;
 
 fn fuzz_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
+    crate::support::workspace_root().join("fuzz")
 }
 
 /// The files of `fuzz/<kind>/<target>/`, sorted; none when the folder does not exist.
@@ -45,7 +40,7 @@ fn replay(target: &str, harness: fn(&[u8]) -> harness::Outcome, refused: &[(&str
     assert!(
         seeds.len() >= 4,
         "fuzz/seeds/{target} has {} files; write them with \
-         `cargo test --test it write_fuzz_seeds -- --ignored`",
+         `cargo test -p tandem-tests --test it write_fuzz_seeds -- --ignored`",
         seeds.len()
     );
     let regressions = inputs("regressions", target);
@@ -129,12 +124,12 @@ fn oip_request_handling_survives_its_fuzz_inputs() {
 }
 
 /// Not a check: (re)writes the committed seed corpus, `fuzz/seeds/<target>/`, from
-/// `tests/data/chelsea.jpg` (see `fuzz/src/seeds.rs`). Run it after changing a harness's framing.
+/// `tests/data/chelsea.jpg` (see `fuzz/harness/src/seeds.rs`). Run it after changing a
+/// harness's framing.
 #[test]
 #[ignore = "writes fuzz/seeds; run it by hand with --ignored"]
 fn write_fuzz_seeds() {
-    let photo =
-        fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/chelsea.jpg")).unwrap();
+    let photo = fs::read(crate::support::workspace_root().join("tests/data/chelsea.jpg")).unwrap();
     let seeds = seeds::all(&photo).unwrap();
     for seed in &seeds {
         let dir = fuzz_dir().join("seeds").join(seed.target);

@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 
 use crate::support::{
     app::{AppOptions, TestApp, spawn_app_with},
+    gateway::ApiRequest,
     photo, png_claiming,
 };
 
@@ -56,7 +57,7 @@ pub fn assert_error(status: StatusCode, body: &str, want: StatusCode, code: &str
 }
 
 /// Sends `request` and checks the refusal.
-pub async fn refused(request: reqwest::RequestBuilder, want: StatusCode, code: &str) -> Value {
+pub async fn refused(request: ApiRequest, want: StatusCode, code: &str) -> Value {
     let response = request.send().await.expect("the gateway answers");
     let status = response.status();
     let text = response.text().await.unwrap();
@@ -75,7 +76,7 @@ pub async fn assert_still_serves(app: &TestApp) {
     );
 }
 
-fn post(app: &TestApp) -> reqwest::RequestBuilder {
+fn post(app: &TestApp) -> ApiRequest {
     app.http.post(app.url("/predict"))
 }
 

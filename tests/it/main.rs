@@ -1,6 +1,6 @@
 //! Tandem's integration tests: one binary, real servers on loopback ports.
 //!
-//! Layout: `support/` starts real things (nats-server on a random port with a temporary store,
+//! Layout: `support` (the package's library, `tests/support/`) starts real things (nats-server on a random port with a temporary store,
 //! the model server on the vendored models, the gateway, slow-workers) and cleans them up;
 //! each other module is the specification of one part, read as prose.
 
@@ -10,7 +10,8 @@
     missing_debug_implementations
 )]
 
-mod support;
+/// The helpers that start real servers: this package's library (`tests/support/`).
+use tandem_tests as support;
 
 mod auth;
 mod cli;
@@ -24,6 +25,7 @@ mod model_server;
 mod nats_auth;
 mod observability;
 mod openapi;
+mod service_binaries;
 mod slow_path;
 mod traces;
 mod web_page;

@@ -57,7 +57,7 @@ async fn refused_with(nats: &NatsServer, extra: &[(&str, &str)]) -> String {
         "http://127.0.0.1:1".into(),
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config = tandem_gateway::GatewayConfig::from_source(Env::with_overrides(env.clone()))
+    let config = tandem_gateway::GatewayConfig::from_source(Env::from_pairs(env.clone()))
         .expect("the settings themselves are valid");
     let gateway = tokio::time::timeout(
         Duration::from_secs(20),
@@ -70,7 +70,7 @@ async fn refused_with(nats: &NatsServer, extra: &[(&str, &str)]) -> String {
     .await
     .expect("the gateway stops at once instead of retrying for ever")
     .expect_err("the gateway must not start");
-    let config = tandem_slow_worker::WorkerConfig::from_source(Env::with_overrides(env)).unwrap();
+    let config = tandem_slow_worker::WorkerConfig::from_source(Env::from_pairs(env)).unwrap();
     let worker = tokio::time::timeout(
         Duration::from_secs(20),
         Box::pin(tandem_slow_worker::run(config, std::future::pending())),
@@ -130,7 +130,7 @@ async fn a_token_right_runs_wrong_stops() {
 
 /// Settings for `tandem_core::nats::connect` alone (no gateway).
 fn settings(nats: &NatsServer, extra: &[(&str, &str)]) -> NatsSettings {
-    let mut env = Env::with_overrides(pairs(nats, extra));
+    let mut env = Env::from_pairs(pairs(nats, extra));
     let settings = NatsSettings::from_env(&mut env);
     env.finish().expect("valid settings");
     settings
@@ -317,7 +317,7 @@ async fn tls_with_the_right_ca_runs_without_it_stops_and_client_certificates_are
 
 #[test]
 fn every_nats_setting_is_documented_in_both_readmes() {
-    let mut env = Env::with_overrides::<String, String>([]);
+    let mut env = Env::from_pairs::<String, String>([]);
     let _ = NatsSettings::from_env(&mut env);
     let root = crate::support::workspace_root();
     for readme in ["README.md", "nats/README.md"] {

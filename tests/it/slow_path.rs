@@ -355,3 +355,71 @@ async fn a_change_from_an_outdated_version_rereads_and_keeps_the_other_writers_c
     assert_eq!(now.record.error.as_deref(), Some("another writer"));
     assert_eq!(now.record.fast, stored.record.fast);
 }
+
+/// The worker marks a job `running` with `update_or_create`: when there is no record it makes
+/// one, and when another writer (the gateway's create, sent beside the job) makes the record
+/// between the worker's read and its create, the worker's change is applied to that record
+/// instead of being lost (the job then runs marked `running`, its attempt counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_created_by_another_writer_mid_way_still_gets_the_change() {
+    use tandem_core::{
+        job::{JobRecord, JobStatus},
+        nats as contract,
+        store::JobStore,
+    };
+    let nats = crate::support::nats::NatsServer::start();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let settings = contract::NatsSettings::with_url(nats.url());
+    let store = JobStore::new(contract::ensure_jobs_bucket(&js, &settings).await.unwrap());
+    let mark_running = |r: &mut JobRecord| {
+        let runs = r.advance(JobStatus::Running);
+        if runs {
+            r.attempts += 1;
+        }
+        runs
+    };
+
+    // No record at all: one is made, with the change.
+    let id = JobId::new();
+    let now = time::OffsetDateTime::now_utc();
+    let made = store
+        .update_or_create(id, || JobRecord::queued(id, now), mark_running)
+        .await
+        .unwrap();
+    assert_eq!((made.record.status, made.record.attempts), (JobStatus::Running, 1));
+
+    // The record appears after the update found none and before the create.
+    let id = JobId::new();
+    let other = store.clone();
+    let fresh_calls = std::sync::atomic::AtomicU32::new(0);
+    let stored = store
+        .update_or_create(
+            id,
+            || {
+                fresh_calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut theirs = JobRecord::queued(id, now);
+                theirs.error = Some("written by the other writer".into());
+                tokio::task::block_in_place(|| {
+                    tokio::runtime::Handle::current()
+                        .block_on(other.create(&theirs))
+                        .unwrap()
+                        .expect("the other writer's record is new");
+                });
+                JobRecord::queued(id, now)
+            },
+            mark_running,
+        )
+        .await
+        .unwrap();
+    assert_eq!(fresh_calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(stored.record.status, JobStatus::Running, "{:?}", stored.record);
+    assert_eq!(stored.record.attempts, 1);
+    assert_eq!(
+        stored.record.error.as_deref(),
+        Some("written by the other writer"),
+        "the other writer's record was updated, not replaced"
+    );
+    let read = store.get(id).await.unwrap().unwrap();
+    assert_eq!(read, stored);
+}

@@ -148,7 +148,8 @@ async fn one_predict_is_one_trace_from_the_http_request_to_the_sse_delivery() {
     let trace_id: [u8; 16] = rand_bytes();
     let caller_span: [u8; 8] = rand_bytes();
     let traceparent = format!("00-{}-{}-01", hex(&trace_id), hex(&caller_span));
-    let reply = reqwest::Client::new()
+    let reply = gateway
+        .http
         .post(gateway.url("/predict"))
         .header("content-type", "image/jpeg")
         .header("traceparent", &traceparent)

@@ -9,7 +9,7 @@ use crate::config::Env;
 const SEED: &str = "SUACSSL3UAHUDXKFSNVUZRF5UHPMWZ6BFDTJ7M6USDXIEDNPPQYYYCU3VY";
 
 fn settings(pairs: &[(&str, &str)]) -> Result<NatsSettings, Vec<String>> {
-    let mut env = Env::with_overrides(pairs.iter().map(|(k, v)| (*k, *v)));
+    let mut env = Env::from_pairs(pairs.iter().map(|(k, v)| (*k, *v)));
     let settings = NatsSettings::from_env(&mut env);
     env.finish().map(|()| settings).map_err(|e| e.0)
 }

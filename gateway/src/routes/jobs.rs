@@ -9,15 +9,19 @@ use axum::{
     response::sse::{Event, KeepAlive, Sse},
 };
 use futures::{Stream, StreamExt as _};
-use serde_json::{Map, Value, json};
 use tandem_core::{
-    job::{JobId, JobRecord, JobStatus},
+    job::{JobId, JobStatus},
     store::{JobStore, Versioned},
     telemetry,
 };
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::{error::ApiError, hub::Change, queue::JetStreamParts, state::AppState};
+use crate::{
+    error::ApiError,
+    hub::Change,
+    replies::{CancelReply, JobView},
+    state::AppState,
+};
 
 fn parse_id(raw: &str) -> Result<JobId, ApiError> {
     raw.parse()
@@ -29,89 +33,64 @@ fn truncate(raw: &str) -> String {
     raw.chars().take(64).collect()
 }
 
-fn parts(state: &AppState) -> Result<&JetStreamParts, ApiError> {
-    state.queue.parts().ok_or(ApiError::QueueUnavailable {
-        retry_after: std::time::Duration::from_secs(2),
-        extra: Map::new(),
-    })
-}
-
-/// The record as `GET /job/<id>` returns it: the record's fields plus, for the original
-/// clients, `"<id>": {"prediction": "<slow label or empty>"}`.
-pub fn job_view(record: &JobRecord) -> Value {
-    let mut body = match serde_json::to_value(record) {
-        Ok(Value::Object(map)) => map,
-        _ => Map::new(),
-    };
-    let prediction = record.slow.as_ref().map_or("", |slow| slow.label.as_str());
-    body.insert(record.id.to_string(), json!({ "prediction": prediction }));
-    Value::Object(body)
-}
-
 /// The job's record.
 #[utoipa::path(get, path = "/job/{id}", tag = "jobs",
     params(("id" = String, Path, description = "The job id")),
     responses(
-        (status = 200, description = "The record, plus `\"<id>\": {\"prediction\": \"<slow label>\"}` for the original clients", body = tandem_core::job::JobRecord),
-        (status = 404, description = "Unknown, expired or malformed id", body = crate::openapi::ErrorReply),
-        (status = 503, description = "NATS unavailable", body = crate::openapi::ErrorReply),
+        (status = 200, description = "The record, plus `\"<id>\": {\"prediction\": \"<slow label>\"}` for the original clients", body = JobView),
+        (status = 400, description = "A path that cannot be decoded (`bad_request`)", body = crate::replies::ErrorReply),
+        (status = 404, description = "Unknown, expired or malformed id", body = crate::replies::ErrorReply),
+        (status = 503, description = "NATS unavailable", body = crate::replies::ErrorReply),
     ))]
 #[tracing::instrument(skip(state))]
 pub async fn get_job(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<JobView>, ApiError> {
     let id = parse_id(&id)?;
-    let current = parts(&state)?
+    let current = state
+        .queue
+        .jetstream_or_unavailable()?
         .store
         .get(id)
         .await?
         .ok_or_else(|| ApiError::JobNotFound(id.to_string()))?;
-    Ok(Json(job_view(&current.record)))
+    Ok(Json(JobView::new(&current.record)))
 }
 
 /// Cancels a job that has not finished; says "too late" (409) for one that has.
 #[utoipa::path(delete, path = "/job/{id}", tag = "jobs",
     params(("id" = String, Path, description = "The job id")),
     responses(
-        (status = 200, description = "Cancelled", body = crate::openapi::CancelReply),
-        (status = 404, description = "Unknown, expired or malformed id", body = crate::openapi::ErrorReply),
-        (status = 409, description = "Too late: the job had already ended", body = crate::openapi::ErrorReply),
-        (status = 503, description = "NATS unavailable", body = crate::openapi::ErrorReply),
+        (status = 200, description = "Cancelled", body = crate::replies::CancelReply),
+        (status = 400, description = "A path that cannot be decoded (`bad_request`)", body = crate::replies::ErrorReply),
+        (status = 404, description = "Unknown, expired or malformed id", body = crate::replies::ErrorReply),
+        (status = 409, description = "Too late: the job had already ended", body = crate::replies::ErrorReply),
+        (status = 503, description = "NATS unavailable", body = crate::replies::ErrorReply),
     ))]
 #[tracing::instrument(skip(state))]
 pub async fn cancel_job(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CancelReply>, ApiError> {
     let id = parse_id(&id)?;
-    let stored = parts(&state)?
+    let stored = state
+        .queue
+        .jetstream_or_unavailable()?
         .store
-        .update(id, |record| {
-            if record.status.is_terminal() {
-                return false;
-            }
-            record.transition(JobStatus::Cancelled);
-            true
-        })
+        .update(id, |record| record.advance(JobStatus::Cancelled))
         .await?
         .ok_or_else(|| ApiError::JobNotFound(id.to_string()))?;
-    match stored.record.status {
-        JobStatus::Cancelled => Ok(Json(json!({
-            "job_id": id,
-            "cancelled": true,
-            "status": stored.record.status,
-        }))),
-        status => {
-            let mut extra = Map::new();
-            extra.insert("job_id".into(), json!(id));
-            extra.insert("cancelled".into(), json!(false));
-            extra.insert("status".into(), json!(status));
-            Err(ApiError::TooLate {
-                status: status.as_str(),
-                extra,
-            })
-        }
+    let status = stored.record.status;
+    let reply = CancelReply {
+        job_id: id,
+        cancelled: status == JobStatus::Cancelled,
+        status,
+    };
+    if reply.cancelled {
+        Ok(Json(reply))
+    } else {
+        Err(ApiError::TooLate(reply))
     }
 }
 
@@ -124,9 +103,10 @@ pub async fn cancel_job(
         ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event id"),
     ),
     responses(
-        (status = 200, description = "Server-Sent Events: `event` is the status, `id` the revision, `data` the record as in GET /job/{id}; ends after a final state", content_type = "text/event-stream", body = tandem_core::job::JobRecord),
-        (status = 404, description = "Unknown, expired or malformed id", body = crate::openapi::ErrorReply),
-        (status = 503, description = "NATS unavailable", body = crate::openapi::ErrorReply),
+        (status = 200, description = "Server-Sent Events: `event` is the status, `id` the revision, `data` the job as in GET /job/{id}; ends after a final state", content_type = "text/event-stream", body = JobView),
+        (status = 400, description = "A path that cannot be decoded (`bad_request`)", body = crate::replies::ErrorReply),
+        (status = 404, description = "Unknown, expired or malformed id", body = crate::replies::ErrorReply),
+        (status = 503, description = "NATS unavailable", body = crate::replies::ErrorReply),
     ))]
 #[tracing::instrument(skip(state, headers))]
 pub async fn job_events(
@@ -140,7 +120,7 @@ pub async fn job_events(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
-    let store = parts(&state)?.store.clone();
+    let store = state.queue.jetstream_or_unavailable()?.store.clone();
     // Subscribe before reading, so no change falls between the read and the subscription.
     let subscription = state.hub.subscribe(id);
     let current = store

@@ -1,14 +1,15 @@
-//! `GET /metrics` (Prometheus text) and the layer that measures and traces every request.
+//! `GET /metrics` (Prometheus text), the layer that measures every request, and the span and
+//! status that `tower_http`'s trace layer gives each one.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::{
-    extract::{MatchedPath, Request, State},
+    extract::{MatchedPath, State},
+    http::{Request, Response},
     middleware::Next,
-    response::{IntoResponse, Response},
+    response::IntoResponse,
 };
 use tandem_core::{nats as contract, telemetry};
-use tracing::Instrument as _;
 
 use crate::state::AppState;
 
@@ -22,11 +23,11 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 
 /// Reads the work queue's depth from JetStream into gauges (left as they were if NATS is away).
 async fn refresh_queue_gauges(state: &AppState) {
-    let Some(parts) = state.queue.parts() else {
+    let Some(jetstream) = state.queue.jetstream() else {
         return;
     };
     let read = async {
-        let stream = parts.js.get_stream(contract::JOBS_STREAM).await.ok()?;
+        let stream = jetstream.js.get_stream(contract::JOBS_STREAM).await.ok()?;
         let info = stream.get_info().await.ok()?;
         metrics::gauge!("tandem_queue_messages").set(info.state.messages as f64);
         let consumer = stream.consumer_info(contract::WORKER_CONSUMER).await.ok()?;
@@ -37,16 +38,12 @@ async fn refresh_queue_gauges(state: &AppState) {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), read).await;
 }
 
-/// Counts each request and times it to the response head, by matched route (never the raw
-/// path: ids would make a series each) and status; and runs it in a server span that continues
-/// the caller's trace (W3C `traceparent`), when traces are exported.
-pub async fn track(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+/// The server span of each request (for `tower_http::trace::TraceLayer`): named by matched
+/// route (never the raw path: ids would make a span name each), continuing the caller's trace
+/// (W3C `traceparent`) when traces are exported.
+pub fn request_span<B>(request: &Request<B>) -> tracing::Span {
+    let route = route_of(request);
+    let method = request.method().as_str();
     let span = tracing::info_span!(
         "http.request",
         otel.name = %format_args!("{method} {route}"),
@@ -59,8 +56,20 @@ pub async fn track(request: Request, next: Next) -> Response {
     telemetry::set_remote_parent(&span, |name| {
         headers.get(name).and_then(|v| v.to_str().ok())
     });
-    let response = next.run(request).instrument(span.clone()).await;
+    span
+}
+
+/// Puts the status in the request's span (for `TraceLayer::on_response`).
+pub fn record_status<B>(response: &Response<B>, _latency: Duration, span: &tracing::Span) {
     span.record("http.response.status_code", response.status().as_u16());
+}
+
+/// Counts each request and times it to the response head, by matched route and status.
+pub async fn track(request: axum::extract::Request, next: Next) -> axum::response::Response {
+    let started = Instant::now();
+    let route = route_of(&request).to_owned();
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
     let labels = [
         ("method", method),
         ("route", route),
@@ -70,6 +79,13 @@ pub async fn track(request: Request, next: Next) -> Response {
     metrics::histogram!("tandem_http_request_duration_seconds", &labels)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+fn route_of<B>(request: &Request<B>) -> &str {
+    request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
 }
 
 /// Counts an open event stream while it lives.

@@ -96,7 +96,10 @@ fn index_html() -> &'static str {
 
 /// `GET /`: the page.
 #[utoipa::path(get, path = "/", tag = "page",
-    responses((status = 200, description = "The web page (its assets are under /assets/ and /samples/)", content_type = "text/html")))]
+    responses(
+        (status = 200, description = "The web page (its assets are under /assets/ and /samples/)", content_type = "text/html"),
+        (status = 304, description = "Not modified: the client's `If-None-Match` names the current version"),
+    ))]
 pub async fn index(headers: HeaderMap) -> Response {
     let etag = format!("\"{}\"", asset_version());
     let mut response = respond(
@@ -122,8 +125,13 @@ pub async fn index(headers: HeaderMap) -> Response {
 #[utoipa::path(get, path = "/assets/{file}", tag = "page",
     params(("file" = String, Path, description = "File name; `?v=<version>` makes it cacheable for ever")),
     responses(
-        (status = 200, description = "The file (JavaScript, CSS or SVG)"),
-        (status = 404, description = "No such file", body = crate::openapi::ErrorReply),
+        (status = 200, description = "The file (JavaScript, CSS or SVG)", content(
+            (String = "text/javascript"),
+            (String = "text/css"),
+            (String = "image/svg+xml"),
+        )),
+        (status = 304, description = "Not modified: the client's `If-None-Match` names the current version"),
+        (status = 404, description = "No such file", body = crate::replies::ErrorReply),
     ))]
 pub async fn page_asset(uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
     asset(uri, headers).await
@@ -134,7 +142,8 @@ pub async fn page_asset(uri: Uri, headers: HeaderMap) -> Result<Response, ApiErr
     params(("file" = String, Path, description = "Photo file name")),
     responses(
         (status = 200, description = "The photo (JPEG)", content_type = "image/jpeg"),
-        (status = 404, description = "No such file", body = crate::openapi::ErrorReply),
+        (status = 304, description = "Not modified: the client's `If-None-Match` names the current version"),
+        (status = 404, description = "No such file", body = crate::replies::ErrorReply),
     ))]
 pub async fn sample(uri: Uri, headers: HeaderMap) -> Result<Response, ApiError> {
     asset(uri, headers).await

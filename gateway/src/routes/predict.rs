@@ -1,7 +1,5 @@
 //! `POST /predict`: the fast label now, the job on the queue for the better one.
 
-use std::time::Duration;
-
 use axum::{
     Json,
     body::Body,
@@ -9,15 +7,17 @@ use axum::{
     http::{HeaderMap, header},
 };
 use http_body_util::{BodyExt as _, Limited};
-use serde_json::{Map, Value, json};
 use tandem_core::{
     job::{JobId, JobRecord, Prediction},
     model_client::ClassifyError,
-    store::Claim,
+    store::{Claim, Versioned},
 };
 use time::OffsetDateTime;
 
-use crate::{error::ApiError, image_input, queue::SubmitError, state::AppState};
+use crate::{
+    error::ApiError, hub::Subscription, image_input, queue::SubmitError, replies::PredictReply,
+    state::AppState,
+};
 
 /// Header with which a client makes a retried submission return the same job.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -35,46 +35,36 @@ const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
     params(("Idempotency-Key" = Option<String>, Header,
         description = "A retried request with the same key returns the same job")),
     responses(
-        (status = 200, description = "The fast label, and the stored job", body = crate::openapi::PredictReply),
-        (status = 400, description = "Malformed request", body = crate::openapi::ErrorReply),
-        (status = 413, description = "Body or image too large", body = crate::openapi::ErrorReply),
-        (status = 415, description = "Unsupported content type", body = crate::openapi::ErrorReply),
-        (status = 422, description = "Not an image, or one the model cannot read", body = crate::openapi::ErrorReply),
-        (status = 429, description = "Queue full; the fast answer is included", body = crate::openapi::ErrorReply),
-        (status = 503, description = "Queue or fast model unavailable", body = crate::openapi::ErrorReply),
-        (status = 504, description = "The fast model did not answer in time", body = crate::openapi::ErrorReply),
+        (status = 200, description = "The fast label, and the stored job", body = PredictReply),
+        (status = 400, description = "Malformed request", body = crate::replies::ErrorReply),
+        (status = 413, description = "Body or image too large", body = crate::replies::ErrorReply),
+        (status = 415, description = "Unsupported content type", body = crate::replies::ErrorReply),
+        (status = 422, description = "Not an image, or one the model cannot read", body = crate::replies::ErrorReply),
+        (status = 429, description = "Queue full; the fast answer is included", body = crate::replies::ErrorReply),
+        (status = 503, description = "Queue or fast model unavailable", body = crate::replies::ErrorReply),
+        (status = 504, description = "The fast model did not answer in time", body = crate::replies::ErrorReply),
     ))]
 #[tracing::instrument(skip_all, fields(job_id))]
 pub async fn predict(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PredictReply>, ApiError> {
     let body = read_body(&headers, body, state.config.max_body_bytes).await?;
     let upload = image_input::extract(&headers, body, state.config.max_image_pixels).await?;
     let idempotency_key = idempotency_key(&headers)?;
-
-    let mut id = JobId::new();
-    if let (Some(key), Some(parts)) = (&idempotency_key, state.queue.parts()) {
-        match parts.store.claim_idempotency_key(key, id).await? {
-            Claim::New(_) => {}
-            Claim::Existing(existing) => {
-                if let Some(done) = parts.store.get(existing).await?
-                    && let Some(fast) = &done.record.fast
-                {
-                    return Ok(Json(reply(&state, &done.record, fast)));
-                }
-                // The first attempt did not finish: finish it under the same id (JetStream
-                // drops the duplicate publish by message id).
-                id = existing;
-            }
-        }
-    }
+    let id = match &idempotency_key {
+        Some(key) => match claim(&state, key).await? {
+            Claimed::Done(reply) => return Ok(Json(*reply)),
+            Claimed::Run(id) => id,
+        },
+        None => JobId::new(),
+    };
     tracing::Span::current().record("job_id", tracing::field::display(id));
     // Changes to the record while the fast model runs (a worker marking it `running`) reach
     // this gateway's watcher: knowing the newest revision, adding the fast answer is one
     // compare-and-set, not a read and a write.
-    let mut changes = state.hub.subscribe(id);
+    let changes = state.hub.subscribe(id);
 
     let submitted_at = OffsetDateTime::now_utc();
     let fast = state.model.classify(
@@ -89,7 +79,7 @@ pub async fn predict(
     let fast = match fast {
         Ok(fast) => fast,
         Err(e) => {
-            // With an Idempotency-Key the client's retry finishes this same job (see above):
+            // With an Idempotency-Key the client's retry finishes this same job (see `claim`):
             // withdrawing it would answer that retry with a job that never runs.
             if submitted.is_ok() && idempotency_key.is_none() {
                 withdraw(&state, id, &e).await;
@@ -97,27 +87,61 @@ pub async fn predict(
             return Err(fast_error(e, &state.config.fast_model));
         }
     };
-    if let Err(e) = submitted {
-        let mut extra = Map::new();
-        extra.insert(state.config.fast_model.clone(), json!(fast.label));
-        extra.insert("fast".into(), json!(fast));
-        return Err(match e {
-            SubmitError::Full => ApiError::QueueFull {
-                retry_after: Duration::from_secs(5),
-                extra,
-            },
-            SubmitError::Unavailable(reason) => {
-                tracing::warn!(%reason, "job not stored");
-                ApiError::QueueUnavailable {
-                    retry_after: Duration::from_secs(2),
-                    extra,
-                }
-            }
-        });
-    }
+    let stored = match submitted {
+        Ok(stored) => stored,
+        Err(e) => return Err(not_stored(e, fast)),
+    };
+    let record = attach_fast_answer(&state, id, submitted_at, stored, changes, &fast).await;
+    Ok(Json(PredictReply::new(&record, fast)))
+}
 
-    let parts = state.queue.wait_ready().await;
-    let mut known = submitted.ok().flatten();
+/// What an `Idempotency-Key` says about this request.
+enum Claimed {
+    /// A finished earlier attempt: its reply.
+    Done(Box<PredictReply>),
+    /// Run the job under this id: a new one, or an earlier attempt's that did not finish (its
+    /// publish is then dropped by JetStream as a duplicate of the message id).
+    Run(JobId),
+}
+
+async fn claim(state: &AppState, key: &str) -> Result<Claimed, ApiError> {
+    let candidate = JobId::new();
+    let Some(jetstream) = state.queue.jetstream() else {
+        // No JetStream, no job: the submission below answers 503.
+        return Ok(Claimed::Run(candidate));
+    };
+    match jetstream
+        .store
+        .claim_idempotency_key(key, candidate)
+        .await?
+    {
+        Claim::New(id) => Ok(Claimed::Run(id)),
+        Claim::Existing(existing) => {
+            let earlier = jetstream.store.get(existing).await?;
+            Ok(
+                match earlier.and_then(|e| e.record.fast.clone().map(|f| (e.record, f))) {
+                    Some((record, fast)) => {
+                        Claimed::Done(Box::new(PredictReply::new(&record, fast)))
+                    }
+                    None => Claimed::Run(existing),
+                },
+            )
+        }
+    }
+}
+
+/// The job is stored with the fast answer added to its record, in one compare-and-set from the
+/// newest revision this gateway saw. A failure here is logged, not returned: the job is stored,
+/// and an error would make the client retry (and submit it twice).
+async fn attach_fast_answer(
+    state: &AppState,
+    id: JobId,
+    submitted_at: OffsetDateTime,
+    mut known: Option<Versioned>,
+    mut changes: Subscription,
+    fast: &Prediction,
+) -> JobRecord {
+    let jetstream = state.queue.wait_for_jetstream().await;
     while let Ok(change) = changes.receiver.try_recv() {
         if known
             .as_ref()
@@ -127,20 +151,18 @@ pub async fn predict(
         }
     }
     drop(changes);
-    let stored = parts
+    let stored = jetstream
         .store
         .update_from(id, known, |record| {
             record.fast = Some(fast.clone());
             true
         })
         .await;
-    // The job is stored: a failure to add the fast answer to its record must not make the
-    // client retry (and submit it twice), so it is logged, not returned.
-    let record = match stored {
+    match stored {
         Ok(Some(stored)) => {
             // The slow model answered first: its worker could not compare the two answers.
             if let Some(slow) = &stored.record.slow {
-                tandem_core::metrics::record_agreement(&fast, slow);
+                tandem_core::metrics::record_agreement(fast, slow);
             }
             stored.record
         }
@@ -152,23 +174,19 @@ pub async fn predict(
             record.fast = Some(fast.clone());
             record
         }
-    };
-    Ok(Json(reply(&state, &record, &fast)))
+    }
 }
 
-/// The reply: the original clients' `{"job_id", "<fast model>": label}` plus the full picture.
-fn reply(state: &AppState, record: &JobRecord, fast: &Prediction) -> Value {
-    let mut body = Map::new();
-    body.insert("job_id".into(), json!(record.id));
-    body.insert(state.config.fast_model.clone(), json!(fast.label));
-    body.insert("fast".into(), json!(fast));
-    body.insert("status".into(), json!(record.status));
-    body.insert("job_url".into(), json!(format!("/job/{}", record.id)));
-    body.insert(
-        "events_url".into(),
-        json!(format!("/job/{}/events", record.id)),
-    );
-    Value::Object(body)
+/// The job was not stored: 429 or 503, with the fast answer that was computed anyway.
+fn not_stored(e: SubmitError, fast: Prediction) -> ApiError {
+    let answer = Some(Box::new(fast));
+    match e {
+        SubmitError::Full => ApiError::QueueFull(answer),
+        SubmitError::Unavailable(reason) => {
+            tracing::warn!(%reason, "job not stored");
+            ApiError::QueueUnavailable(answer)
+        }
+    }
 }
 
 async fn read_body(
@@ -191,9 +209,9 @@ async fn read_body(
         {
             Err(ApiError::BodyTooLarge { limit })
         }
-        Err(e) => Err(ApiError::InvalidMultipart(format!(
-            "could not read the body: {e}"
-        ))),
+        // Whatever the content type: the body itself broke off (the client went away, or
+        // sent a malformed chunked encoding).
+        Err(e) => Err(ApiError::UnreadableBody(e.to_string())),
     }
 }
 
@@ -223,11 +241,11 @@ fn fast_error(e: ClassifyError, model: &str) -> ApiError {
 
 /// The job was stored but the request failed: end the job so no worker spends time on it.
 async fn withdraw(state: &AppState, id: JobId, cause: &ClassifyError) {
-    let Some(parts) = state.queue.parts() else {
+    let Some(jetstream) = state.queue.jetstream() else {
         return;
     };
     let reason = format!("withdrawn at submission: {cause}");
-    let result = parts.store.fail(id, &reason).await;
+    let result = jetstream.store.fail(id, &reason).await;
     if let Err(e) = result {
         tracing::warn!(error = %e, job_id = %id, "could not withdraw job");
     }

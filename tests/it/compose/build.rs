@@ -42,8 +42,8 @@ pub(super) fn dockerfile_bases(dockerfile: &str) -> Vec<String> {
         .collect()
 }
 
-/// Every binary the workspace builds: a package with `src/main.rs` builds one named after it,
-/// and each `[[bin]]` one more.
+/// Every binary the workspace builds: each `[[bin]]` of a member, or, for a member with none,
+/// one named after the package when it has `src/main.rs`.
 pub(super) fn workspace_binaries() -> BTreeSet<String> {
     let root: toml::Table = read("Cargo.toml").parse().expect("Cargo.toml");
     let members = root["workspace"]["members"]
@@ -52,20 +52,20 @@ pub(super) fn workspace_binaries() -> BTreeSet<String> {
         .iter()
         .map(|m| m.as_str().expect("member path").to_owned());
     let mut binaries = BTreeSet::new();
-    for dir in std::iter::once(".".to_owned()).chain(members) {
+    for dir in members {
         let manifest: toml::Table = read(&format!("{dir}/Cargo.toml"))
             .parse()
             .expect("member manifest");
         let package = manifest["package"]["name"].as_str().expect("package.name");
-        if workspace_root().join(&dir).join("src/main.rs").exists() {
-            binaries.insert(package.to_owned());
-        }
-        for bin in manifest
+        let bins = manifest
             .get("bin")
             .and_then(toml::Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+            .cloned()
+            .unwrap_or_default();
+        if bins.is_empty() && workspace_root().join(&dir).join("src/main.rs").exists() {
+            binaries.insert(package.to_owned());
+        }
+        for bin in &bins {
             binaries.insert(bin["name"].as_str().expect("[[bin]] name").to_owned());
         }
     }

@@ -317,7 +317,7 @@ pub(super) fn container_env(binary: &str, service: &Service<'_>) -> Env {
         .map(|key| (key, " ".to_owned()))
         .collect();
     pairs.extend(service.environment());
-    Env::with_overrides(pairs)
+    Env::from_pairs(pairs)
 }
 
 pub(super) fn gateway_config(compose: &Compose) -> GatewayConfig {

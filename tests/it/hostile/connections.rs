@@ -2,7 +2,10 @@
 //! (cut off after `TANDEM_HEADER_READ_TIMEOUT_SECS`), and an event-stream reader that stops
 //! reading (cut off after `TANDEM_STALLED_WRITE_TIMEOUT_SECS`, without holding up anyone else).
 
-use std::time::{Duration, Instant};
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
 
 use reqwest::StatusCode;
 use tandem_core::{job::JobStatus, nats::JOBS_BUCKET, store::JobStore};
@@ -14,10 +17,10 @@ use tokio::{
 use super::{app_with, assert_still_serves};
 use crate::{
     slow_path::{jetstream, submit},
-    support::app::TestApp,
+    support::{app::TestApp, eventually},
 };
 
-fn addr(app: &TestApp) -> std::net::SocketAddr {
+fn addr(app: &TestApp) -> SocketAddr {
     app.base.trim_start_matches("http://").parse().unwrap()
 }
 
@@ -130,6 +133,29 @@ async fn a_client_that_sends_its_headers_slowly_is_cut_off() {
     assert_still_serves(&app).await;
 }
 
+/// `TCP_ESTABLISHED` in the kernel's socket table.
+const TCP_ESTABLISHED: u8 = 1;
+
+/// The state (`/proc/net/tcp`'s `st`) of the IPv4 socket whose local end is `local` and whose
+/// peer is `peer`; `None` when there is none (closed and gone).
+fn tcp_state(local: SocketAddr, peer: SocketAddr) -> Option<u8> {
+    let table = std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_else(|e| panic!("this test reads the socket table, /proc/net/tcp: {e}"));
+    // `ADDR:PORT` in hex: the address as held in memory (network order), the port as a number.
+    let parse = |field: &str| -> Option<SocketAddr> {
+        let (ip, port) = field.split_once(':')?;
+        let ip = u32::from_str_radix(ip, 16).ok()?.to_ne_bytes();
+        Some(SocketAddr::from((ip, u16::from_str_radix(port, 16).ok()?)))
+    };
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (from, to, state) = (fields.get(1)?, fields.get(2)?, fields.get(3)?);
+        (parse(from)? == local && parse(to)? == peer)
+            .then(|| u8::from_str_radix(state, 16).ok())
+            .flatten()
+    })
+}
+
 /// The largest send buffer the kernel may give the gateway's side of a connection.
 fn max_send_buffer() -> usize {
     std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
@@ -188,10 +214,7 @@ async fn an_event_stream_reader_that_stops_reading_is_dropped_and_others_keep_ge
 
     // Another stream's change arrives at once all the same.
     store
-        .update(other_id, |record| {
-            record.transition(JobStatus::Running);
-            true
-        })
+        .update(other_id, |record| record.advance(JobStatus::Running))
         .await
         .unwrap();
     let started = Instant::now();
@@ -203,10 +226,26 @@ async fn an_event_stream_reader_that_stops_reading_is_dropped_and_others_keep_ge
         started.elapsed()
     );
 
-    // By now the stuck connection has made no progress for over a second: the gateway closed
-    // it. Reading yields what the kernel had buffered, then the end, though the job is not
-    // final (a live stream would go on with the latest state and keep-alives).
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The stuck connection makes no progress: after a second the gateway closes it. Seen in
+    // the kernel's socket table, as reading would unstick it: the gateway's end leaves
+    // ESTABLISHED. Reading then yields what the kernel had buffered, then the end, though the
+    // job is not final (a live stream would go on with the latest state and keep-alives).
+    let (gateway, reader) = (addr(&app), stuck.local_addr().unwrap());
+    assert!(
+        tcp_state(reader, gateway).is_some(),
+        "the stuck reader's own end is in /proc/net/tcp"
+    );
+    eventually(
+        Duration::from_secs(20),
+        "the gateway closes the stuck connection",
+        || async move {
+            match tcp_state(gateway, reader) {
+                Some(TCP_ESTABLISHED) => Err("its end is ESTABLISHED"),
+                _ => Ok(()),
+            }
+        },
+    )
+    .await;
     let (_, received) = until_closed(&mut stuck, Duration::from_secs(20)).await;
     assert!(
         received < max_send_buffer() + (2 << 20),

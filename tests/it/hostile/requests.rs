@@ -102,3 +102,28 @@ async fn requests_that_are_not_valid_http_get_a_bare_4xx_from_the_http_layer() {
     }
     assert_still_serves(&app).await;
 }
+
+#[tokio::test]
+async fn a_body_that_breaks_off_is_unreadable_whatever_its_content_type() {
+    let app = app_with(&[]).await;
+    for content_type in [
+        "application/json",
+        "image/jpeg",
+        "multipart/form-data; boundary=x",
+    ] {
+        // A chunked body whose second chunk-size line is not hexadecimal.
+        let head = format!(
+            "POST /predict HTTP/1.1\r\nHost: tandem\r\nContent-Type: {content_type}\r\n\
+             Transfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\nZZ\r\n"
+        );
+        let (status, body) = connections::exchange(&app, head.as_bytes(), &[]).await;
+        let error = assert_error(status, &body, StatusCode::BAD_REQUEST, "unreadable_body");
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("could not be read")),
+            "{content_type}: {error}"
+        );
+    }
+    assert_still_serves(&app).await;
+}

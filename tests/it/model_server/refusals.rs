@@ -10,7 +10,7 @@ use tandem_model_server::ModelServerConfig;
 use tonic::Code;
 
 use super::{LITE0, LITE2, assert_still_serves, image_request, tensor_request};
-use crate::support::{model_server::spawn_model_server, photo, workspace_root};
+use crate::support::{model_server::spawn_model_server, photo, png_claiming, workspace_root};
 
 /// Sends a bad request: it must be refused with `code`, a message containing each of `needles`,
 /// and the server must keep serving.
@@ -90,47 +90,10 @@ async fn empty_bytes_are_invalid() {
     .await;
 }
 
-/// CRC-32 as PNG chunks use it.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in bytes {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-/// A 57-byte PNG whose header claims 50000 x 50000 RGB pixels (7.5 GB decoded).
-fn png_bomb() -> Vec<u8> {
-    let chunk = |kind: &[u8], data: &[u8]| {
-        let mut body = kind.to_vec();
-        body.extend_from_slice(data);
-        let mut out = (data.len() as u32).to_be_bytes().to_vec();
-        out.extend_from_slice(&body);
-        out.extend_from_slice(&crc32(&body).to_be_bytes());
-        out
-    };
-    let mut ihdr = 50_000u32.to_be_bytes().repeat(2);
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    png.extend(chunk(b"IHDR", &ihdr));
-    png.extend(chunk(
-        b"IDAT",
-        &[0x78, 0x9C, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
-    ));
-    png.extend(chunk(b"IEND", &[]));
-    png
-}
-
 #[tokio::test]
 async fn a_png_claiming_50000_by_50000_is_refused_unread() {
-    let request = image_request(LITE0, &[png_bomb()], Some(1));
+    // 65 bytes whose header claims 50000 x 50000 RGB pixels (7.5 GB decoded).
+    let request = image_request(LITE0, &[png_claiming(50_000, 50_000)], Some(1));
     assert_refused(
         request,
         Code::InvalidArgument,

@@ -2,34 +2,28 @@
 
 use serde_json::json;
 
-use super::{
+use crate::{
     args::WatchArgs,
     client::Api,
     error::CliError,
+    events::Update,
+    follow::{self, Progress},
     job::exit_code,
     output::{Out, label_score},
-    sse::{self, Progress, Update},
 };
 
 /// Streams the job's events; exit code 1 when it failed or was cancelled.
 pub async fn run(api: &Api, args: WatchArgs) -> Result<u8, CliError> {
     let out = Out::plain();
-    let last = sse::follow(api, &args.id, |progress| match progress {
+    let last = follow::follow(api, &args.id, |progress| match progress {
         Progress::Update(update) if args.json => out.json(&json!({
             "event": update.status,
             "job_id": update.record["id"].as_str().unwrap_or(&args.id),
-            "revision": update.revision.as_deref().and_then(|r| r.parse::<u64>().ok()),
+            "revision": update.revision_number(),
             "record": update.record,
         })),
         Progress::Update(update) => out.line(&line(update)),
-        Progress::Reconnecting {
-            attempt,
-            delay,
-            reason,
-        } => out.note(&format!(
-            "{reason}; reconnecting in {:.1} s (try {attempt})",
-            delay.as_secs_f64()
-        )),
+        Progress::Reconnecting(reconnecting) => out.note(&reconnecting.to_string()),
     })
     .await?;
     Ok(exit_code(&last.status))

@@ -11,13 +11,14 @@ use std::{
 use futures::{StreamExt as _, stream::FuturesUnordered};
 use serde_json::{Map, Value, json};
 
-use super::{
+use crate::{
     args::PredictArgs,
     client::Api,
     error::{CliError, EXIT_FAILED, EXIT_OK},
+    events::Update,
+    follow::{self, Progress},
     media,
     output::{Out, label_score},
-    sse::{self, Progress},
 };
 
 /// Times a submission refused with 429 or 503 (queue full, model busy) is tried again.
@@ -34,17 +35,8 @@ pub async fn run(api: &Api, args: PredictArgs) -> u8 {
     };
 
     // Every file must be there before anything is sent.
-    let unreadable: Vec<CliError> = args.images.iter().filter_map(|p| check(p).err()).collect();
-    if let Some(worst) = unreadable.iter().map(CliError::exit_code).max() {
-        out.finish();
-        for error in &unreadable {
-            let file = match error {
-                CliError::Io { path, .. } => path.display().to_string(),
-                _ => String::new(),
-            };
-            printer.error(&file, error);
-        }
-        return worst;
+    if let Some(exit) = printer.unreadable(&args.images) {
+        return exit;
     }
 
     let nonce = nonce();
@@ -140,63 +132,15 @@ async fn submit(
 /// Follows one job to its end, printing its slow label (or why there is none); returns its
 /// exit code.
 async fn watch(api: &Api, printer: Printer<'_>, file: String, job_id: String) -> u8 {
-    let result = sse::follow(api, &job_id, |progress| match progress {
-        Progress::Update(update) => {
-            if printer.json {
-                let mut event = json!({
-                    "event": update.status,
-                    "file": file,
-                    "job_id": job_id,
-                    "revision": update.revision.as_deref().and_then(|r| r.parse::<u64>().ok()),
-                });
-                if update.status == "succeeded" {
-                    let slow = &update.record["slow"];
-                    event["label"] = slow["label"].clone();
-                    event["score"] = slow["score"].clone();
-                }
-                event["record"] = update.record.clone();
-                printer.out.json(&event);
-            }
+    let result = follow::follow(api, &job_id, |progress| match progress {
+        Progress::Update(update) => printer.change(&file, &job_id, update),
+        Progress::Reconnecting(reconnecting) => {
+            printer.out.note(&format!("{file}: {reconnecting}"));
         }
-        Progress::Reconnecting {
-            attempt,
-            delay,
-            reason,
-        } => printer.out.note(&format!(
-            "{file}: {reason}; reconnecting in {:.1} s (try {attempt})",
-            delay.as_secs_f64()
-        )),
     })
     .await;
     match result {
-        Ok(last) => {
-            let record = &last.record;
-            let (code, line) = match last.status.as_str() {
-                "succeeded" => (
-                    EXIT_OK,
-                    format!("{file}: slow {} job {job_id}", label_score(&record["slow"])),
-                ),
-                "failed" => (
-                    EXIT_FAILED,
-                    format!(
-                        "{file}: failed job {job_id}: {}",
-                        record["error"].as_str().unwrap_or("no reason given")
-                    ),
-                ),
-                other => (EXIT_FAILED, format!("{file}: {other} job {job_id}")),
-            };
-            printer.out.count(|c| {
-                if code == EXIT_OK {
-                    c.refined += 1
-                } else {
-                    c.failed += 1
-                }
-            });
-            if !printer.json {
-                printer.out.line(&line);
-            }
-            code
-        }
+        Ok(last) => printer.slow(&file, &job_id, &last),
         Err(error) => {
             printer.out.count(|c| c.failed += 1);
             printer.error(&file, &error);
@@ -213,6 +157,21 @@ struct Printer<'a> {
 }
 
 impl Printer<'_> {
+    /// Reports the files of `images` that cannot be read, if any; returns the exit code then.
+    fn unreadable(&self, images: &[PathBuf]) -> Option<u8> {
+        let unreadable: Vec<CliError> = images.iter().filter_map(|p| check(p).err()).collect();
+        let worst = unreadable.iter().map(CliError::exit_code).max()?;
+        self.out.finish();
+        for error in &unreadable {
+            let file = match error {
+                CliError::Io { path, .. } => path.display().to_string(),
+                _ => String::new(),
+            };
+            self.error(&file, error);
+        }
+        Some(worst)
+    }
+
     /// Prints the fast label of a `POST /predict` reply; returns the job id.
     fn fast(&self, file: &str, reply: Value) -> Result<String, CliError> {
         let Some(job_id) = reply["job_id"].as_str().map(str::to_owned) else {
@@ -235,6 +194,57 @@ impl Printer<'_> {
                 .line(&format!("{file}: fast {} job {job_id}", label_score(fast)));
         }
         Ok(job_id)
+    }
+
+    /// With `--json`, a change of an image's job as a JSON line (the text shows only the end).
+    fn change(&self, file: &str, job_id: &str, update: &Update) {
+        if !self.json {
+            return;
+        }
+        let mut event = json!({
+            "event": update.status,
+            "file": file,
+            "job_id": job_id,
+            "revision": update.revision_number(),
+        });
+        if update.status == "succeeded" {
+            let slow = &update.record["slow"];
+            event["label"] = slow["label"].clone();
+            event["score"] = slow["score"].clone();
+        }
+        event["record"] = update.record.clone();
+        self.out.json(&event);
+    }
+
+    /// Prints how an image's job ended: its slow label, or why there is none; returns the
+    /// exit code.
+    fn slow(&self, file: &str, job_id: &str, last: &Update) -> u8 {
+        let record = &last.record;
+        let (code, line) = match last.status.as_str() {
+            "succeeded" => (
+                EXIT_OK,
+                format!("{file}: slow {} job {job_id}", label_score(&record["slow"])),
+            ),
+            "failed" => (
+                EXIT_FAILED,
+                format!(
+                    "{file}: failed job {job_id}: {}",
+                    record["error"].as_str().unwrap_or("no reason given")
+                ),
+            ),
+            other => (EXIT_FAILED, format!("{file}: {other} job {job_id}")),
+        };
+        self.out.count(|c| {
+            if code == EXIT_OK {
+                c.refined += 1
+            } else {
+                c.failed += 1
+            }
+        });
+        if !self.json {
+            self.out.line(&line);
+        }
+        code
     }
 
     /// Reports an image's error: on stderr, and as a JSON line too with `--json`. A refusal

@@ -1,11 +1,9 @@
 //! The fuzz harnesses: one function per target, each taking the fuzzer's bytes and panicking
 //! only when Tandem breaks a promise (a panic inside Tandem, or an invariant below).
 //!
-//! This file is compiled twice: by the fuzz crate (`fuzz/src/lib.rs`) and by the integration
-//! tests (`tests/it/fuzz_regressions.rs`), which replay the committed seeds and every crashing
-//! input found so far through the same functions. So it names only crates both can reach; the
-//! `http` header types come from the including module as `super::header` (the `http` crate's
-//! `header` module, via `http` or `reqwest`).
+//! The same functions run under libFuzzer (the `fuzz_targets/` of `fuzz/`, through
+//! `tandem_fuzz`) and in the integration tests (`tests/it/fuzz_regressions.rs`), which replay the
+//! committed seeds and every crashing input found so far.
 
 use std::io::Cursor;
 
@@ -24,7 +22,7 @@ use tandem_proto::{
     model_infer_request::{InferInputTensor, InferRequestedOutputTensor},
 };
 
-use super::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use http::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 
 /// The gateway's default `TANDEM_MAX_IMAGE_PIXELS`.
 const GATEWAY_MAX_PIXELS: u64 = 40_000_000;

@@ -1,4 +1,4 @@
-//! `DecodedImages`: one decode per image per process.
+//! `DecodeCache`: the cache of recently decoded images, so each image is decoded once per process.
 //!
 //! The fast model's request and the slow worker's request carry the same encoded image, a few
 //! milliseconds apart at light load. Both models' inputs are cut from the same RGB pixels, so
@@ -47,20 +47,20 @@ struct Inner {
 }
 
 /// Recently decoded images, shared by every model of the process.
-pub struct DecodedImages {
+pub struct DecodeCache {
     budget: usize,
     inner: Mutex<Inner>,
 }
 
-impl std::fmt::Debug for DecodedImages {
+impl std::fmt::Debug for DecodeCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DecodedImages")
+        f.debug_struct("DecodeCache")
             .field("budget", &self.budget)
             .finish_non_exhaustive()
     }
 }
 
-impl DecodedImages {
+impl DecodeCache {
     /// A cache of at most `budget` bytes of pixels; 0 turns it off.
     pub fn new(budget: usize) -> Self {
         Self {
@@ -196,7 +196,7 @@ mod tests {
 
     #[test]
     fn the_same_bytes_are_decoded_once() {
-        let cache = DecodedImages::new(1 << 20);
+        let cache = DecodeCache::new(1 << 20);
         let encoded = png(8, 8, 10);
         let first = cache.decode(&encoded, 0, 1000).unwrap();
         // Another buffer with the same bytes, as a second request would bring.
@@ -211,7 +211,7 @@ mod tests {
 
     #[test]
     fn failures_are_not_shared_and_name_their_own_image() {
-        let cache = DecodedImages::new(1 << 20);
+        let cache = DecodeCache::new(1 << 20);
         let junk = Bytes::from_static(b"not an image at all");
         for index in [0, 3] {
             match cache.decode(&junk, index, 1000) {
@@ -234,7 +234,7 @@ mod tests {
         let smallest = images.iter().map(Bytes::len).min().unwrap();
         let budget = 5 * (192 + largest) + 10;
         assert!(6 * (192 + smallest) > budget, "six never fit");
-        let cache = DecodedImages::new(budget);
+        let cache = DecodeCache::new(budget);
         for image in &images {
             cache.decode(image, 0, 1000).unwrap();
         }
@@ -254,7 +254,7 @@ mod tests {
 
     #[test]
     fn a_zero_budget_turns_it_off() {
-        let cache = DecodedImages::new(0);
+        let cache = DecodeCache::new(0);
         let encoded = png(4, 4, 1);
         let a = cache.decode(&encoded, 0, 1000).unwrap();
         let b = cache.decode(&encoded, 0, 1000).unwrap();

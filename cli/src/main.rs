@@ -1,5 +1,5 @@
 //! `tandem`: the command-line client of a Tandem gateway (see `tandem --help`).
 
 fn main() -> std::process::ExitCode {
-    tandem::cli::main()
+    tandem_cli::main()
 }

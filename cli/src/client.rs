@@ -5,7 +5,7 @@ use std::time::Duration;
 use reqwest::{StatusCode, Url, header};
 use serde_json::Value;
 
-use super::error::CliError;
+use crate::error::CliError;
 
 /// Longest wait for a TCP connection to the gateway.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,67 +25,16 @@ impl Api {
     /// A client of the gateway at `base` (`http://host:port`, optionally with a path prefix),
     /// sending `api_key` with every request when there is one.
     pub fn new(base: &str, api_key: Option<&str>) -> Result<Self, CliError> {
-        let base = base.trim();
-        let base = if base.is_empty() {
-            super::args::DEFAULT_URL
-        } else {
-            base
-        };
-        // `localhost:8000` means `http://localhost:8000`.
-        let with_scheme;
-        let base = if base.contains("://") {
-            base
-        } else {
-            with_scheme = format!("http://{base}");
-            &with_scheme
-        };
-        let parsed = Url::parse(base).map_err(|e| {
-            CliError::Usage(format!(
-                "--url {base:?} is not a URL ({e}); expected e.g. {}",
-                super::args::DEFAULT_URL
-            ))
-        })?;
-        match parsed.scheme() {
-            "http" => {}
-            "https" => {
-                return Err(CliError::Usage(format!(
-                    "--url {base:?}: https is not supported by this build of tandem; use http://"
-                )));
-            }
-            other => {
-                return Err(CliError::Usage(format!(
-                    "--url {base:?}: unsupported scheme {other:?}; use http://"
-                )));
-            }
-        }
-        if parsed.host_str().is_none_or(str::is_empty) {
-            return Err(CliError::Usage(format!("--url {base:?} has no host")));
-        }
-        if parsed.query().is_some() || parsed.fragment().is_some() {
-            return Err(CliError::Usage(format!(
-                "--url {base:?}: give the gateway's base URL, without ? or #"
-            )));
-        }
-        let mut headers = header::HeaderMap::new();
-        if let Some(key) = api_key.map(str::trim).filter(|k| !k.is_empty()) {
-            let mut value = header::HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
-                CliError::Usage(
-                    "the API key (--api-key or TANDEM_API_KEY) has characters an HTTP header cannot carry"
-                        .to_owned(),
-                )
-            })?;
-            value.set_sensitive(true);
-            headers.insert(header::AUTHORIZATION, value);
-        }
+        let base = parse_base(base)?;
         let http = reqwest::Client::builder()
-            .default_headers(headers)
+            .default_headers(auth_headers(api_key)?)
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("tandem-cli/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| CliError::Usage(format!("cannot set up the HTTP client: {e}")))?;
         Ok(Self {
             http,
-            base: parsed.as_str().trim_end_matches('/').to_owned(),
+            base: base.as_str().trim_end_matches('/').to_owned(),
         })
     }
 
@@ -109,29 +58,23 @@ impl Api {
         content_type: &str,
         idempotency_key: &str,
     ) -> Result<Value, CliError> {
-        let response = self
+        let request = self
             .http
             .post(self.url("/predict"))
             .timeout(REQUEST_TIMEOUT)
             .header(header::CONTENT_TYPE, content_type)
             .header("idempotency-key", idempotency_key)
-            .body(image)
-            .send()
-            .await
-            .map_err(|e| CliError::transport(&self.base, &e))?;
-        self.json(response).await
+            .body(image);
+        self.json(self.send(request).await?).await
     }
 
     /// `GET /job/<id>`: the job's record.
     pub async fn job(&self, id: &str) -> Result<Value, CliError> {
-        let response = self
+        let request = self
             .http
             .get(self.url(&Self::job_path(id)))
-            .timeout(REQUEST_TIMEOUT)
-            .send()
-            .await
-            .map_err(|e| CliError::transport(&self.base, &e))?;
-        self.json(response).await
+            .timeout(REQUEST_TIMEOUT);
+        self.json(self.send(request).await?).await
     }
 
     /// `GET /job/<id>/events`, resuming after `last_event_id`: the open stream, once the
@@ -148,6 +91,11 @@ impl Api {
         if let Some(last) = last_event_id {
             request = request.header("last-event-id", last);
         }
+        self.send(request).await
+    }
+
+    /// Sends a request; the reply when it is a success, else the error the gateway sent.
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, CliError> {
         let response = request
             .send()
             .await
@@ -159,11 +107,8 @@ impl Api {
         }
     }
 
-    /// A success reply's JSON body, or the error the gateway sent.
+    /// A success reply's JSON body.
     async fn json(&self, response: reqwest::Response) -> Result<Value, CliError> {
-        if !response.status().is_success() {
-            return Err(self.error(response).await);
-        }
         let bytes = response
             .bytes()
             .await
@@ -212,6 +157,59 @@ impl Api {
             retry_after,
         }
     }
+}
+
+/// The gateway's base URL from `--url`: `http://` only (assumed when no scheme is given),
+/// with a host, without query or fragment; the default when blank.
+fn parse_base(base: &str) -> Result<Url, CliError> {
+    let base = base.trim();
+    let base = if base.is_empty() {
+        crate::DEFAULT_URL
+    } else {
+        base
+    };
+    // `localhost:8000` means `http://localhost:8000`.
+    let base = if base.contains("://") {
+        base.to_owned()
+    } else {
+        format!("http://{base}")
+    };
+    let usage = |problem: &str| Err(CliError::Usage(format!("--url {base:?}{problem}")));
+    let parsed = match Url::parse(&base) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            let expected = crate::DEFAULT_URL;
+            return usage(&format!(" is not a URL ({e}); expected e.g. {expected}"));
+        }
+    };
+    match parsed.scheme() {
+        "http" => {}
+        "https" => return usage(": https is not supported by this build of tandem; use http://"),
+        other => return usage(&format!(": unsupported scheme {other:?}; use http://")),
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return usage(" has no host");
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return usage(": give the gateway's base URL, without ? or #");
+    }
+    Ok(parsed)
+}
+
+/// The `Authorization: Bearer <KEY>` header, when there is a key.
+fn auth_headers(api_key: Option<&str>) -> Result<header::HeaderMap, CliError> {
+    let mut headers = header::HeaderMap::new();
+    if let Some(key) = api_key.map(str::trim).filter(|k| !k.is_empty()) {
+        let mut value = header::HeaderValue::from_str(&format!("Bearer {key}")).map_err(|_| {
+            CliError::Usage(
+                "the API key (--api-key or TANDEM_API_KEY) has characters an HTTP header cannot carry"
+                    .to_owned(),
+            )
+        })?;
+        value.set_sensitive(true);
+        headers.insert(header::AUTHORIZATION, value);
+    }
+    Ok(headers)
 }
 
 fn fallback_message(status: StatusCode, body: &[u8]) -> String {
@@ -265,34 +263,23 @@ mod tests {
 
     #[test]
     fn base_urls_are_checked_and_normalised() {
-        assert_eq!(
-            Api::new("http://127.0.0.1:8000/", None).unwrap().base(),
-            "http://127.0.0.1:8000"
-        );
-        assert_eq!(
-            Api::new("http://gw.example/tandem/", None).unwrap().base(),
-            "http://gw.example/tandem"
-        );
-        assert_eq!(
-            Api::new("  ", None).unwrap().base(),
-            "http://127.0.0.1:8000"
-        );
-        assert!(matches!(
-            Api::new("https://gw.example", None),
-            Err(CliError::Usage(_))
-        ));
-        assert_eq!(
-            Api::new("localhost:8000", None).unwrap().base(),
-            "http://localhost:8000"
-        );
-        assert!(matches!(
-            Api::new("ftp://gw.example", None),
-            Err(CliError::Usage(_))
-        ));
-        assert!(matches!(
-            Api::new("not a url", None),
-            Err(CliError::Usage(_))
-        ));
+        for (url, base) in [
+            ("http://127.0.0.1:8000/", "http://127.0.0.1:8000"),
+            ("http://gw.example/tandem/", "http://gw.example/tandem"),
+            ("  ", "http://127.0.0.1:8000"),
+            ("localhost:8000", "http://localhost:8000"),
+        ] {
+            assert_eq!(Api::new(url, None).unwrap().base(), base, "{url:?}");
+        }
+        for url in [
+            "https://gw.example",
+            "ftp://gw.example",
+            "not a url",
+            "http://gw.example/?x=1",
+        ] {
+            let error = Api::new(url, None).unwrap_err();
+            assert!(matches!(error, CliError::Usage(_)), "{url:?}: {error:?}");
+        }
         assert!(Api::new("localhost:8000", Some("key-0123456789abcdef")).is_ok());
         assert!(matches!(
             Api::new("localhost:8000", Some("two\nlines")),

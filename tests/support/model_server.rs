@@ -42,8 +42,8 @@ impl ModelServerHandle {
         GrpcInferenceServiceClient::connect(self.url())
             .await
             .unwrap_or_else(|e| panic!("cannot connect to the model server at {}: {e}", self.url()))
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20)
+            .max_decoding_message_size(tandem_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(tandem_proto::MAX_MESSAGE_BYTES)
     }
 
     /// Stops the server and waits for it to finish.

@@ -2,14 +2,17 @@
 //! 64x48 thumbnail of `chelsea.jpg` in every supported format plus hand-made hostile files (a
 //! truncated JPEG, a PNG header claiming 50000x50000), each wrapped in the framing its target
 //! reads (see `harness.rs`). Small on purpose, so the fuzzer runs fast. The committed files are
-//! written by `cargo test --test it write_fuzz_seeds -- --ignored` (tests/it/fuzz_regressions.rs).
+//! written by `cargo test -p tandem-tests --test it write_fuzz_seeds -- --ignored`
+//! (tests/it/fuzz_regressions.rs).
 
 use std::io::Cursor;
 
 use base64::Engine as _;
 use image::{DynamicImage, ImageFormat, imageops::FilterType};
 
-use super::harness::{CONTENT_TYPES, PREPROCESS_HEADER};
+use tandem_test_images::png_claiming;
+
+use crate::harness::{CONTENT_TYPES, PREPROCESS_HEADER};
 
 /// One seed: its target, its file name, its bytes.
 #[derive(Debug)]
@@ -263,42 +266,4 @@ fn encode(image: &DynamicImage, format: ImageFormat) -> image::ImageResult<Vec<u
     let mut out = Cursor::new(Vec::new());
     image.write_to(&mut out, format)?;
     Ok(out.into_inner())
-}
-
-/// A PNG whose header claims `width` x `height` RGB pixels, with one tiny data chunk: a
-/// decompression bomb's header, without the bomb.
-fn png_claiming(width: u32, height: u32) -> Vec<u8> {
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&width.to_be_bytes());
-    ihdr.extend_from_slice(&height.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    for (kind, data) in [
-        (&b"IHDR"[..], &ihdr[..]),
-        (b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]),
-        (b"IEND", &[]),
-    ] {
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        let start = out.len();
-        out.extend_from_slice(kind);
-        out.extend_from_slice(data);
-        let crc = crc32(&out[start..]);
-        out.extend_from_slice(&crc.to_be_bytes());
-    }
-    out
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }

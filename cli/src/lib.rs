@@ -1,19 +1,28 @@
-//! The `tandem` command-line client: `predict`, `job` and `watch`, over the gateway's public
-//! HTTP API only (`POST /predict`, `GET /job/<id>`, `GET /job/<id>/events`).
+//! `tandem`, the command-line client of a Tandem gateway (two-speed image classification: a
+//! fast label now, a better one a moment later). It has three commands, `predict`, `job` and
+//! `watch`, and uses the gateway's public HTTP API only (`POST /predict`, `GET /job/<id>`,
+//! `GET /job/<id>/events`); the services are the workspace's other packages.
 //!
+//! The modules:
 //! - `args`: the command line (clap);
-//! - `client`: the HTTP API; `sse`: the event stream, with reconnection;
-//! - `predict`, `job`, `watch`: the subcommands; `output`: what they print; `media`: content
-//!   types; `error`: errors and exit codes.
+//! - `client`: the HTTP API;
+//! - `events`: one connection to a job's event stream (Server-Sent Events), each event a
+//!   change of the job; `follow`: that stream followed to the job's end, reconnecting;
+//! - `predict`, `job`, `watch`: the three commands;
+//! - `output`: what they print; `media`: the content type of an image file;
+//! - `error`: what can go wrong, and the exit code each means.
+//!
+//! [`main`] is the whole program; the binary (`src/main.rs`) only calls it.
 
 mod args;
 mod client;
 mod error;
+mod events;
+mod follow;
 mod job;
 mod media;
 mod output;
 mod predict;
-mod sse;
 mod watch;
 
 use std::process::ExitCode;

@@ -169,8 +169,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let config =
-        tandem_gateway::GatewayConfig::from_source(Env::with_overrides(env.clone())).unwrap();
+    let config = tandem_gateway::GatewayConfig::from_source(Env::from_pairs(env.clone())).unwrap();
     let gateway = Stoppable::spawn(move |shutdown| tandem_gateway::run(listener, config, shutdown));
 
     let mut app = TestApp {
@@ -209,8 +208,7 @@ impl TestApp {
     }
 
     fn worker_config(&self) -> tandem_slow_worker::WorkerConfig {
-        tandem_slow_worker::WorkerConfig::from_source(Env::with_overrides(self.env.clone()))
-            .unwrap()
+        tandem_slow_worker::WorkerConfig::from_source(Env::from_pairs(self.env.clone())).unwrap()
     }
 
     /// Stops the in-process gateway as SIGTERM would (drain for `TANDEM_SHUTDOWN_GRACE_SECS`,
@@ -243,8 +241,7 @@ impl TestApp {
             }
         };
         let config =
-            tandem_gateway::GatewayConfig::from_source(Env::with_overrides(self.env.clone()))
-                .unwrap();
+            tandem_gateway::GatewayConfig::from_source(Env::from_pairs(self.env.clone())).unwrap();
         self.gateway =
             Stoppable::spawn(move |shutdown| tandem_gateway::run(listener, config, shutdown));
     }

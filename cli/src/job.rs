@@ -1,6 +1,6 @@
 //! `tandem job ID`: a job's record, as a summary or as JSON.
 
-use super::{
+use crate::{
     args::JobArgs,
     client::Api,
     error::{CliError, EXIT_FAILED, EXIT_OK},
