@@ -25,9 +25,6 @@ pub struct SlowJob {
     pub id: JobId,
     pub image: ImageRef,
     pub submitted_at: OffsetDateTime,
-    /// JetStream de-duplication id: the job id (a retried submission under the same
-    /// `Idempotency-Key` reuses the job id, so JetStream drops the second publish).
-    pub msg_id: String,
     /// W3C `traceparent` of the submitting request.
     pub traceparent: Option<String>,
 }
@@ -50,8 +47,11 @@ impl SlowJob {
     /// Headers and payload to publish.
     pub fn to_message(&self) -> (HeaderMap, Bytes) {
         let mut map = HeaderMap::new();
-        map.insert(headers::MSG_ID, self.msg_id.as_str());
-        map.insert(headers::JOB_ID, self.id.to_string().as_str());
+        // The de-duplication id is the job id: a retried submission under the same
+        // `Idempotency-Key` reuses the job id, so JetStream drops the second publish.
+        let id = self.id.to_string();
+        map.insert(headers::MSG_ID, id.as_str());
+        map.insert(headers::JOB_ID, id.as_str());
         let submitted = self
             .submitted_at
             .format(&time::format_description::well_known::Rfc3339)
@@ -90,7 +90,6 @@ impl SlowJob {
             None => ImageRef::Inline(payload),
         };
         Ok(Self {
-            msg_id: get(headers::MSG_ID).unwrap_or_else(|| id.to_string()),
             id,
             image,
             submitted_at,
@@ -108,7 +107,6 @@ mod tests {
             id: JobId::new(),
             image,
             submitted_at: OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
-            msg_id: "m-1".into(),
             traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
         }
     }

@@ -161,7 +161,6 @@ impl Queue {
                 id,
                 image,
                 submitted_at,
-                msg_id: id.to_string(),
                 traceparent,
             };
             publish(jetstream, &job).await

@@ -197,7 +197,6 @@ async fn jobs_wait_and_retry_while_the_model_server_is_down() {
             id,
             image: ImageRef::Inline(photo("coffee.jpg").into()),
             submitted_at: time::OffsetDateTime::now_utc(),
-            msg_id: id.to_string(),
             traceparent: None,
         }
         .to_message();
@@ -242,7 +241,6 @@ async fn a_job_the_slow_model_rejects_fails_once_with_a_reason() {
         id,
         image: ImageRef::Inline(bytes::Bytes::from_static(b"GIF89a but not really an image")),
         submitted_at: time::OffsetDateTime::now_utc(),
-        msg_id: id.to_string(),
         traceparent: None,
     };
     let (headers, payload) = job.to_message();
