@@ -63,6 +63,17 @@ pub struct PredictArgs {
     #[arg(long, short)]
     pub wait: bool,
 
+    /// Have the gateway hold each reply up to SECONDS (fractions allowed; the gateway caps it
+    /// at its TANDEM_MAX_WAIT_SECS) until the slow label is there (`Prefer: wait`), and print
+    /// it when it comes in time. With --wait, a job not final by then is followed as usual.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_wait_seconds)]
+    pub wait_seconds: Option<f64>,
+
+    /// Have the gateway POST each job's final record to URL, signed (Standard Webhooks); the
+    /// gateway must allow it (TANDEM_WEBHOOK_ALLOW).
+    #[arg(long, value_name = "URL")]
+    pub webhook: Option<String>,
+
     /// One JSON object per line and event (fast, each job state, error), for scripts.
     #[arg(long)]
     pub json: bool,
@@ -99,4 +110,12 @@ pub struct WatchArgs {
     /// One JSON object per line and event: {"event", "job_id", "revision", "record"}.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--wait-seconds`: a number of seconds from 0 to 3600.
+fn parse_wait_seconds(raw: &str) -> Result<f64, String> {
+    match raw.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && (0.0..=3600.0).contains(&seconds) => Ok(seconds),
+        _ => Err(format!("{raw:?} is not a number of seconds from 0 to 3600")),
+    }
 }

@@ -19,6 +19,8 @@ pub struct Api {
     http: reqwest::Client,
     /// The base URL without a trailing slash, e.g. `http://127.0.0.1:8000`.
     base: String,
+    /// `--webhook`: sent with every `POST /predict` (`?webhook=<url>`).
+    webhook: Option<String>,
 }
 
 impl Api {
@@ -35,7 +37,26 @@ impl Api {
         Ok(Self {
             http,
             base: base.as_str().trim_end_matches('/').to_owned(),
+            webhook: None,
         })
+    }
+
+    /// This client, asking the gateway to POST each job's final record to `webhook`
+    /// (`tandem predict --webhook URL`).
+    pub fn with_webhook(self, webhook: Option<String>) -> Self {
+        Self { webhook, ..self }
+    }
+
+    /// `/predict`, with the `webhook` query parameter when there is one.
+    fn predict_url(&self) -> String {
+        let url = self.url("/predict");
+        match &self.webhook {
+            Some(webhook) => match Url::parse_with_params(&url, [("webhook", webhook)]) {
+                Ok(with) => with.to_string(),
+                Err(_) => url,
+            },
+            None => url,
+        }
     }
 
     /// The gateway's base URL, as errors show it.
@@ -51,20 +72,27 @@ impl Api {
         format!("/job/{}", encode_segment(id))
     }
 
-    /// `POST /predict` with the raw image; the reply on success.
+    /// `POST /predict` with the raw image; the reply on success. With `wait_seconds`, the
+    /// gateway is asked to hold the reply that long for the final job (`Prefer: wait`).
     pub async fn predict(
         &self,
         image: Vec<u8>,
         content_type: &str,
         idempotency_key: &str,
+        wait_seconds: Option<f64>,
     ) -> Result<Value, CliError> {
-        let request = self
+        let mut request = self
             .http
-            .post(self.url("/predict"))
+            .post(self.predict_url())
             .timeout(REQUEST_TIMEOUT)
             .header(header::CONTENT_TYPE, content_type)
             .header("idempotency-key", idempotency_key)
             .body(image);
+        if let Some(seconds) = wait_seconds {
+            request = request
+                .header("prefer", format!("wait={seconds}"))
+                .timeout(REQUEST_TIMEOUT + Duration::from_secs_f64(seconds));
+        }
         self.json(self.send(request).await?).await
     }
 

@@ -60,7 +60,10 @@ pub fn main() -> ExitCode {
 pub async fn run(cli: Cli) -> u8 {
     let result = match Api::new(&cli.url, cli.api_key.as_deref()) {
         Ok(api) => match cli.command {
-            Command::Predict(args) => Ok(predict::run(&api, args).await),
+            Command::Predict(args) => {
+                let api = api.clone().with_webhook(args.webhook.clone());
+                Ok(predict::run(&api, args).await)
+            }
             Command::Job(args) => job::run(&api, args).await,
             Command::Watch(args) => watch::run(&api, args).await,
         },

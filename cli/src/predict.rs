@@ -1,5 +1,6 @@
 //! `tandem predict IMAGE...`: each image's fast label at once; with `--wait`, each slow label
-//! as it arrives, every image's events streamed concurrently.
+//! as it arrives, every image's events streamed concurrently; with `--wait-seconds N`, the
+//! gateway holds each reply up to N s for the slow label (`Prefer: wait`).
 
 use std::{
     hash::{BuildHasher as _, Hasher as _},
@@ -28,7 +29,7 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// Runs `predict`; returns the exit code (the worst of every image's).
 pub async fn run(api: &Api, args: PredictArgs) -> u8 {
-    let out = Out::with_progress(args.images.len(), args.wait);
+    let out = Out::with_progress(args.images.len(), args.wait || args.wait_seconds.is_some());
     let printer = Printer {
         out: &out,
         json: args.json,
@@ -43,7 +44,10 @@ pub async fn run(api: &Api, args: PredictArgs) -> u8 {
     let uploads = futures::stream::iter(args.images.iter().enumerate())
         .map(|(index, path)| async move {
             let key = format!("tandem-cli-{nonce:016x}-{index}");
-            (path, submit(api, &printer, path, &key).await)
+            (
+                path,
+                submit(api, &printer, path, &key, args.wait_seconds).await,
+            )
         })
         .buffer_unordered(usize::from(args.concurrency))
         .fuse();
@@ -54,11 +58,18 @@ pub async fn run(api: &Api, args: PredictArgs) -> u8 {
         tokio::select! {
             Some((path, submitted)) = uploads.next() => {
                 let file = path.display().to_string();
-                match submitted.and_then(|reply| printer.fast(&file, reply)) {
-                    Ok(job_id) => {
+                // With --wait-seconds, a job final in time is in the reply (`job`).
+                let fast = submitted.and_then(|reply| {
+                    let job = reply.get("job").filter(|job| job.is_object()).cloned();
+                    printer.fast(&file, reply).map(|job_id| (job_id, job))
+                });
+                match fast {
+                    Ok((job_id, job)) => {
                         out.count(|c| c.fast += 1);
-                        if args.wait {
-                            watches.push(watch(api, printer, file, job_id));
+                        match job {
+                            Some(record) => exit = exit.max(printer.waited(&file, &job_id, record)),
+                            None if args.wait => watches.push(watch(api, printer, file, job_id)),
+                            None => {}
                         }
                     }
                     Err(error) => {
@@ -100,6 +111,7 @@ async fn submit(
     printer: &Printer<'_>,
     path: &PathBuf,
     key: &str,
+    wait_seconds: Option<f64>,
 ) -> Result<Value, CliError> {
     let image = tokio::fs::read(path).await.map_err(|source| CliError::Io {
         path: path.clone(),
@@ -108,7 +120,10 @@ async fn submit(
     let content_type = media::content_type(path, &image[..image.len().min(64)]);
     let mut tries = 0;
     loop {
-        match api.predict(image.clone(), content_type, key).await {
+        match api
+            .predict(image.clone(), content_type, key, wait_seconds)
+            .await
+        {
             Err(CliError::Api {
                 status: 429 | 503,
                 retry_after: Some(after),
@@ -214,6 +229,18 @@ impl Printer<'_> {
         }
         event["record"] = update.record.clone();
         self.out.json(&event);
+    }
+
+    /// Prints the final job a `Prefer: wait` reply carried, as a followed job's end would be;
+    /// returns the exit code.
+    fn waited(&self, file: &str, job_id: &str, record: Value) -> u8 {
+        let update = Update {
+            revision: None,
+            status: record["status"].as_str().unwrap_or_default().to_owned(),
+            record,
+        };
+        self.change(file, job_id, &update);
+        self.slow(file, job_id, &update)
     }
 
     /// Prints how an image's job ended: its slow label, or why there is none; returns the

@@ -140,6 +140,10 @@ pub struct JobRecord {
     pub error: Option<String>,
     /// How many times a worker started the slow model on it.
     pub attempts: u32,
+    /// The job message's sequence in the jobs stream (`TANDEM_JOBS`), stored with the fast
+    /// answer: with the workers' consumer progress it says how many jobs are ahead of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_seq: Option<u64>,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub submitted_at: OffsetDateTime,
@@ -164,6 +168,15 @@ pub struct JobRecord {
     /// service exports traces: the trace to look the job up by in a tracing backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// Where the job's webhook events are POSTed (`POST /predict`'s `webhook`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+    /// The events the webhook is sent (with a `webhook`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhook_events_filter: Vec<crate::webhook::WebhookEvent>,
+    /// How each event's delivery stands, once its first attempt is made.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<crate::webhook::WebhookDelivery>,
 }
 
 impl JobRecord {
@@ -176,11 +189,15 @@ impl JobRecord {
             slow: None,
             error: None,
             attempts: 0,
+            stream_seq: None,
             submitted_at,
             started_at: None,
             finished_at: None,
             updated_at: submitted_at,
             traceparent: None,
+            webhook: None,
+            webhook_events_filter: Vec::new(),
+            webhooks: Vec::new(),
         }
     }
 

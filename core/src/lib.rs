@@ -11,7 +11,8 @@
 //! - `nats`: the NATS contract (stream, subject, consumer, buckets, headers, settings);
 //! - `slow_job`: `SlowJob`, the queue message;
 //! - `store`: `JobStore`, records in the KV bucket with compare-and-set;
-//! - `model_client`: `ModelClient`, classification over the Open Inference Protocol.
+//! - `model_client`: `ModelClient`, classification over the Open Inference Protocol;
+//! - `webhook`: webhook events, which are due for a record, and emitting them to JetStream.
 
 pub mod config;
 pub mod job;
@@ -24,3 +25,4 @@ pub mod shutdown;
 pub mod slow_job;
 pub mod store;
 pub mod telemetry;
+pub mod webhook;

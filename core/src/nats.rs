@@ -29,6 +29,13 @@ pub const JOBS_BUCKET: &str = "tandem_jobs";
 pub const IDEMPOTENCY_KEY_PREFIX: &str = "idem.";
 /// The object store for images too big to travel inline in a job message.
 pub const IMAGES_BUCKET: &str = "tandem_images";
+/// The work-queue stream of webhook events waiting to be delivered (`nats stream info
+/// TANDEM_WEBHOOKS`); one message per (job, event), de-duplicated by `Nats-Msg-Id`.
+pub const WEBHOOKS_STREAM: &str = "TANDEM_WEBHOOKS";
+/// The subject a webhook event is published on.
+pub const WEBHOOKS_SUBJECT: &str = "tandem.webhooks.deliveries";
+/// The durable pull consumer every gateway with webhooks on shares.
+pub const WEBHOOK_CONSUMER: &str = "webhook-senders";
 
 /// Message headers of a job message.
 pub mod headers {
@@ -42,6 +49,9 @@ pub mod headers {
     pub const IMAGE_OBJECT: &str = "Tandem-Image-Object";
     /// W3C trace context of the request that submitted the job.
     pub const TRACEPARENT: &str = crate::telemetry::TRACEPARENT;
+    /// A webhook message's event (`fast`, `completed`, `changed`); its `Nats-Msg-Id` is
+    /// `<job id>-<event>`, its `Tandem-Job-Id` the job.
+    pub const WEBHOOK_EVENT: &str = "Tandem-Webhook-Event";
 }
 
 /// Where NATS is, how to reach it, and the limits and timings of the NATS side, shared by the
@@ -159,6 +169,57 @@ pub fn worker_consumer_config(settings: &NatsSettings) -> consumer::pull::Config
         max_ack_pending: 1000,
         ..Default::default()
     }
+}
+
+/// The webhooks stream's configuration: events wait here until a gateway delivers them (or
+/// gives up), for at most the job TTL.
+pub fn webhooks_stream_config(settings: &NatsSettings) -> stream::Config {
+    stream::Config {
+        name: WEBHOOKS_STREAM.into(),
+        description: Some("Tandem webhook events waiting for delivery".into()),
+        subjects: vec![WEBHOOKS_SUBJECT.into()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        max_age: settings.job_ttl,
+        duplicate_window: settings.duplicate_window.min(settings.job_ttl),
+        storage: stream::StorageType::File,
+        num_replicas: settings.replicas,
+        ..Default::default()
+    }
+}
+
+/// The webhook senders' durable consumer: a delivery not acknowledged (nor progressed) within
+/// `TANDEM_ACK_WAIT_MS` (its gateway died) is redelivered; the senders count attempts and give
+/// up themselves (`TANDEM_WEBHOOK_MAX_ATTEMPTS`), so the server does not.
+pub fn webhook_consumer_config(settings: &NatsSettings) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(WEBHOOK_CONSUMER.into()),
+        description: Some("Tandem gateways delivering webhooks".into()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: settings.ack_wait,
+        max_deliver: -1,
+        max_ack_pending: 1000,
+        ..Default::default()
+    }
+}
+
+/// Creates or updates the webhooks stream.
+pub async fn ensure_webhooks_stream(
+    js: &jetstream::Context,
+    settings: &NatsSettings,
+) -> Result<stream::Stream, async_nats::Error> {
+    js.create_or_update_stream(webhooks_stream_config(settings))
+        .await?;
+    Ok(js.get_stream(WEBHOOKS_STREAM).await?)
+}
+
+/// Creates or updates the webhook senders' durable consumer (and its stream).
+pub async fn ensure_webhook_consumer(
+    js: &jetstream::Context,
+    settings: &NatsSettings,
+) -> Result<consumer::PullConsumer, async_nats::Error> {
+    let stream = ensure_webhooks_stream(js, settings).await?;
+    let config = webhook_consumer_config(settings);
+    Ok(stream.create_consumer(config).await.map_err(Box::new)?)
 }
 
 /// Creates or updates the jobs stream.

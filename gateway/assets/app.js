@@ -97,8 +97,24 @@ function statusText(job) {
         ? `The slow model is on it (attempt ${job.attempts})…`
         : "The slow model is on it…";
     default:
-      return "Fast label ready; the job is queued for the slow model…";
+      return queueText(job.queue);
   }
+}
+
+/** Where a queued job stands (`queue: {ahead, eta_ms}` of its record), in words. */
+function queueText(queue) {
+  const base = "Fast label ready; the job is queued for the slow model";
+  if (!queue) return `${base}…`;
+  const ahead =
+    queue.ahead === 0 ? "next in line" : `${queue.ahead} job${queue.ahead === 1 ? "" : "s"} ahead`;
+  const eta = typeof queue.eta_ms === "number" ? `, about ${waitText(queue.eta_ms)} to go` : "";
+  return `${base}: ${ahead}${eta}…`;
+}
+
+function waitText(milliseconds) {
+  const seconds = Math.max(1, Math.round(milliseconds / 1000));
+  if (seconds < 90) return `${seconds} s`;
+  return `${Math.round(seconds / 60)} min`;
 }
 
 // ---- drawing ----
@@ -345,6 +361,7 @@ function apply(job, record) {
   job.done = FINAL.has(record.status);
   job.status = record.status;
   job.attempts = record.attempts;
+  job.queue = record.status === "queued" ? record.queue : undefined;
   if (record.fast && !job.fast) job.fast = record.fast;
   if (record.status === "succeeded" && record.slow) {
     job.slow = record.slow;

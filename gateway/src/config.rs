@@ -8,6 +8,9 @@ use tandem_core::{
     nats::NatsSettings,
 };
 
+/// The most `TANDEM_MAX_WAIT_SECS` may say: an hour.
+const MAX_WAIT_LIMIT: Duration = Duration::from_secs(3600);
+
 /// The gateway's configuration (see the README's configuration table).
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -29,6 +32,9 @@ pub struct GatewayConfig {
     pub max_image_pixels: u64,
     /// `TANDEM_SSE_KEEPALIVE_SECS` (default 15): comment lines that keep idle streams open.
     pub sse_keepalive: Duration,
+    /// `TANDEM_MAX_WAIT_SECS` (default 60): the longest `Prefer: wait=N` honoured (0: never
+    /// wait).
+    pub max_wait: Duration,
     /// `TANDEM_SHUTDOWN_GRACE_SECS` (default 10): how long draining may take.
     pub shutdown_grace: Duration,
     /// `TANDEM_HEADER_READ_TIMEOUT_SECS` (default 10): a connection that has not sent a whole
@@ -41,6 +47,8 @@ pub struct GatewayConfig {
     pub api_keys: ApiKeys,
     /// NATS connection, stream and bucket settings.
     pub nats: NatsSettings,
+    /// `TANDEM_WEBHOOK_*`: webhooks (off unless `TANDEM_WEBHOOK_ALLOW` is set).
+    pub webhooks: crate::webhook::WebhookConfig,
 }
 
 impl FromEnv for GatewayConfig {
@@ -58,6 +66,7 @@ impl FromEnv for GatewayConfig {
             max_body_bytes: env.parse("TANDEM_MAX_BODY_BYTES", 32 * 1024 * 1024),
             max_image_pixels: env.parse("TANDEM_MAX_IMAGE_PIXELS", 40_000_000),
             sse_keepalive: env.seconds("TANDEM_SSE_KEEPALIVE_SECS", Duration::from_secs(15)),
+            max_wait: env.seconds("TANDEM_MAX_WAIT_SECS", Duration::from_secs(60)),
             shutdown_grace: env.seconds("TANDEM_SHUTDOWN_GRACE_SECS", Duration::from_secs(10)),
             header_read_timeout: env
                 .seconds("TANDEM_HEADER_READ_TIMEOUT_SECS", Duration::from_secs(10)),
@@ -65,12 +74,16 @@ impl FromEnv for GatewayConfig {
                 .seconds("TANDEM_STALLED_WRITE_TIMEOUT_SECS", Duration::from_secs(30)),
             api_keys: ApiKeys::from_env(env),
             nats: NatsSettings::from_env(env),
+            webhooks: crate::webhook::WebhookConfig::from_env(env),
         };
         if !(1..=100).contains(&config.top_k) {
             env.error("TANDEM_TOP_K must be between 1 and 100");
         }
         if config.max_body_bytes == 0 || config.max_image_pixels == 0 {
             env.error("TANDEM_MAX_BODY_BYTES and TANDEM_MAX_IMAGE_PIXELS must be positive");
+        }
+        if config.max_wait > MAX_WAIT_LIMIT {
+            env.error("TANDEM_MAX_WAIT_SECS must be between 0 and 3600");
         }
         if config.sse_keepalive.is_zero() {
             env.error("TANDEM_SSE_KEEPALIVE_SECS must be at least 1");
@@ -95,5 +108,17 @@ mod tests {
         let variables = GatewayConfig::variables();
         assert!(variables.iter().any(|v| v == "TANDEM_FAST_MODEL"));
         assert!(!variables.iter().any(|v| v == "TANDEM_SLOW_MODEL"));
+    }
+
+    #[test]
+    fn max_wait_defaults_to_a_minute_and_is_checked() {
+        let config = GatewayConfig::from_source(Env::from_pairs::<&str, &str>([])).unwrap();
+        assert_eq!(config.max_wait, Duration::from_secs(60));
+        for bad in ["-1", "abc", "3601", "0.5"] {
+            let env = Env::from_pairs([("TANDEM_MAX_WAIT_SECS", bad)]);
+            assert!(GatewayConfig::from_source(env).is_err(), "{bad}");
+        }
+        let off = Env::from_pairs([("TANDEM_MAX_WAIT_SECS", "0")]);
+        assert!(GatewayConfig::from_source(off).unwrap().max_wait.is_zero());
     }
 }

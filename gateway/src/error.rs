@@ -18,7 +18,8 @@ use tandem_core::job::Prediction;
 
 use crate::replies::{CancelReply, ErrorBody, ErrorReply};
 
-/// `Retry-After` of a 429 (the queue is full: it drains at the slow model's pace).
+/// `Retry-After` of a 429 while no drain rate is known (the queue is full: it drains at the slow
+/// model's pace; with a measured rate, `progress::QueueProgress::retry_after` says when).
 pub const QUEUE_FULL_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// `Retry-After` of a 503 for the queue (NATS reconnecting, JetStream not answering).
 pub const QUEUE_UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(2);
@@ -63,6 +64,16 @@ pub enum ApiError {
     ImageRejected(String),
     #[error("the Idempotency-Key header must be 1 to 256 visible ASCII characters")]
     InvalidIdempotencyKey,
+    #[error("webhooks are off on this gateway (TANDEM_WEBHOOK_ALLOW is empty): send no webhook")]
+    WebhooksDisabled,
+    #[error("the webhook URL is invalid: {0}")]
+    InvalidWebhookUrl(String),
+    #[error("the webhook URL is refused: {0}")]
+    WebhookRefused(String),
+    #[error("webhook_events_filter is invalid: {0}")]
+    InvalidWebhookEventsFilter(String),
+    #[error("the Prefer header is invalid: {0}")]
+    InvalidPrefer(String),
     #[error("no such route")]
     NotFound,
     #[error("this route does not allow this method")]
@@ -79,9 +90,9 @@ pub enum ApiError {
     JobNotFound(String),
     #[error("too late to cancel: the job has already {}", .0.status.as_str())]
     TooLate(CancelReply),
-    /// With the fast answer, when there is one.
+    /// With the fast answer, when there is one, and when to retry.
     #[error("the job queue is full; retry later")]
-    QueueFull(Option<Box<Prediction>>),
+    QueueFull(Option<Box<Prediction>>, Duration),
     /// With the fast answer, when there is one.
     #[error("the job queue is unavailable; the job was not accepted")]
     QueueUnavailable(Option<Box<Prediction>>),
@@ -111,6 +122,11 @@ impl ApiError {
             | Self::UnreadableBody(_)
             | Self::NoFilePart
             | Self::InvalidIdempotencyKey
+            | Self::WebhooksDisabled
+            | Self::InvalidWebhookUrl(_)
+            | Self::WebhookRefused(_)
+            | Self::InvalidWebhookEventsFilter(_)
+            | Self::InvalidPrefer(_)
             | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::MissingApiKey | Self::InvalidApiKey(_) => StatusCode::UNAUTHORIZED,
             Self::InsufficientScope => StatusCode::FORBIDDEN,
@@ -122,7 +138,7 @@ impl ApiError {
             }
             Self::JobNotFound(_) | Self::NotFound => StatusCode::NOT_FOUND,
             Self::TooLate(_) => StatusCode::CONFLICT,
-            Self::QueueFull(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::QueueFull(..) => StatusCode::TOO_MANY_REQUESTS,
             Self::QueueUnavailable(_) | Self::ModelUnavailable | Self::ModelMissing(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -148,6 +164,11 @@ impl ApiError {
             Self::ImageTooLarge { .. } => "image_too_large",
             Self::ImageRejected(_) => "image_rejected",
             Self::InvalidIdempotencyKey => "invalid_idempotency_key",
+            Self::WebhooksDisabled => "webhooks_disabled",
+            Self::InvalidWebhookUrl(_) => "invalid_webhook_url",
+            Self::WebhookRefused(_) => "webhook_refused",
+            Self::InvalidWebhookEventsFilter(_) => "invalid_webhook_events_filter",
+            Self::InvalidPrefer(_) => "invalid_prefer",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::BadRequest(_) => "bad_request",
@@ -156,7 +177,7 @@ impl ApiError {
             Self::InsufficientScope => "insufficient_scope",
             Self::JobNotFound(_) => "job_not_found",
             Self::TooLate(_) => "too_late",
-            Self::QueueFull(_) => "queue_full",
+            Self::QueueFull(..) => "queue_full",
             Self::QueueUnavailable(_) => "queue_unavailable",
             Self::ModelUnavailable => "model_unavailable",
             Self::ModelTimeout => "model_timeout",
@@ -183,7 +204,7 @@ impl IntoResponse for ApiError {
             _ => None,
         };
         let retry_after = match &self {
-            Self::QueueFull(_) => Some(QUEUE_FULL_RETRY_AFTER),
+            Self::QueueFull(_, after) => Some(*after),
             Self::QueueUnavailable(_) => Some(QUEUE_UNAVAILABLE_RETRY_AFTER),
             Self::ModelUnavailable => Some(MODEL_UNAVAILABLE_RETRY_AFTER),
             _ => None,
@@ -194,14 +215,14 @@ impl IntoResponse for ApiError {
         };
         let body = match self {
             Self::TooLate(job) => ErrorReply::new(error).with_job(job),
-            Self::QueueFull(Some(fast)) | Self::QueueUnavailable(Some(fast)) => {
+            Self::QueueFull(Some(fast), _) | Self::QueueUnavailable(Some(fast)) => {
                 ErrorReply::new(error).with_fast(*fast)
             }
             _ => ErrorReply::new(error),
         };
         let mut response = (status, Json(body)).into_response();
         if let Some(after) = retry_after
-            && let Ok(value) = HeaderValue::from_str(&after.as_secs().max(1).to_string())
+            && let Ok(value) = HeaderValue::from_str(&retry_after_secs(after).to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
@@ -213,6 +234,12 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// Whole seconds, rounded up, at least 1 (`Retry-After` takes an integer).
+fn retry_after_secs(after: Duration) -> u64 {
+    let whole = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+    whole.max(1)
 }
 
 impl From<tandem_core::store::StoreError> for ApiError {

@@ -10,18 +10,25 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use crate::error::ApiError;
+use crate::{error::ApiError, webhook::WebhookParams};
 
 /// An image that passed the gateway's checks.
 #[derive(Debug, Clone)]
 pub struct ImageUpload {
     /// The encoded image as the client sent it.
     pub bytes: Bytes,
+    /// The JSON form's `webhook` and `webhook_events_filter` fields (unchecked; the other
+    /// forms give them as query parameters).
+    pub webhook: WebhookParams,
 }
 
 #[derive(Deserialize)]
 struct PredictJson {
     image_data: Option<String>,
+    #[serde(default)]
+    webhook: Option<serde_json::Value>,
+    #[serde(default)]
+    webhook_events_filter: Option<serde_json::Value>,
 }
 
 /// Extracts the image from a request body of any supported format.
@@ -44,20 +51,28 @@ pub async fn extract(
     if body.is_empty() {
         return Err(ApiError::EmptyBody);
     }
+    let mut webhook = WebhookParams::default();
     let bytes = match mime.as_str() {
-        "application/json" => from_json(&body)?,
+        "application/json" => {
+            let (bytes, fields) = from_json(&body)?;
+            webhook = fields;
+            bytes
+        }
         "multipart/form-data" => from_multipart(&content_type, body).await?,
         m if m.starts_with("image/") || m == "application/octet-stream" => body,
         _ => return Err(ApiError::UnsupportedMediaType(content_type)),
     };
-    check(bytes, max_pixels)
+    let mut upload = check(bytes, max_pixels)?;
+    upload.webhook = webhook;
+    Ok(upload)
 }
 
-fn from_json(body: &[u8]) -> Result<Bytes, ApiError> {
+fn from_json(body: &[u8]) -> Result<(Bytes, WebhookParams), ApiError> {
     let parsed: PredictJson =
         serde_json::from_slice(body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+    let webhook = WebhookParams::from_json(parsed.webhook, parsed.webhook_events_filter)?;
     let data = parsed.image_data.ok_or(ApiError::MissingImageData)?;
-    decode_base64(&data).map(Bytes::from)
+    Ok((decode_base64(&data).map(Bytes::from)?, webhook))
 }
 
 /// Standard or URL-safe base64, padded or not, line breaks allowed, `data:` URL prefix allowed.
@@ -163,7 +178,10 @@ pub fn check(bytes: Bytes, max_pixels: u64) -> Result<ImageUpload, ApiError> {
     if pixels == 0 {
         return Err(ApiError::CorruptImage("the image has no pixels".into()));
     }
-    Ok(ImageUpload { bytes })
+    Ok(ImageUpload {
+        bytes,
+        webhook: WebhookParams::default(),
+    })
 }
 
 #[cfg(test)]

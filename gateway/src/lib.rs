@@ -6,12 +6,15 @@
 //! - `error`: `ApiError`, the one mapping of failures to HTTP;
 //! - `image_input`: request formats to checked image bytes (header-only size check);
 //! - `queue`: JetStream: storing jobs, reaching job records;
-//! - `hub`: one KV watcher fanned out to SSE streams;
+//! - `hub`: one KV watcher fanned out to SSE streams (and `Prefer: wait` waits);
+//! - `progress`: where queued jobs stand, the drain rate (consumer info, sampled on demand);
+//! - `prefer`: the `Prefer` header (RFC 7240); `waiting`: `Prefer: wait=N`;
 //! - `routes`: the handlers (`page`, `predict`, `jobs`, `health`);
 //! - `replies`: every JSON reply, typed (the OpenAPI document is generated from them);
 //! - `openapi`: the OpenAPI document generated from the handlers' annotations and replies;
 //! - `state`: `AppState`;
-//! - `serve`: connections (header-read and stalled-write timeouts, the drain).
+//! - `serve`: connections (header-read and stalled-write timeouts, the drain);
+//! - `webhook`: webhook requests checked (no SSRF), signed and delivered from JetStream.
 //!
 //! [`run`] serves on a bound listener until the shutdown future resolves, then drains.
 
@@ -21,11 +24,15 @@ pub mod error;
 pub mod hub;
 pub mod image_input;
 pub mod openapi;
+pub mod prefer;
+pub mod progress;
 pub mod queue;
 pub mod replies;
 pub mod routes;
 pub mod serve;
 pub mod state;
+pub mod waiting;
+pub mod webhook;
 
 use std::{future::Future, sync::Arc};
 
@@ -89,6 +96,20 @@ pub async fn run(
     let queue = queue::Queue::start(&config.nats, config.publish_timeout).await?;
     let hub = hub::JobHub::default();
     let watcher = tokio::spawn(hub.clone().run_watcher(queue.clone()));
+    let monitor = tokio::spawn(queue.progress.clone().run());
+    let (begin_drain, draining) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = begin_drain.send(true);
+    };
+    // Webhook deliveries: a task on the shared durable consumer, when webhooks are on.
+    let webhooks = config.webhooks.enabled().then(|| {
+        tokio::spawn(webhook::deliver::run(
+            queue.clone(),
+            Arc::new(config.webhooks.clone()),
+            config.nats.clone(),
+        ))
+    });
     let limits = serve::Limits {
         header_read_timeout: config.header_read_timeout,
         stalled_write_timeout: config.stalled_write_timeout,
@@ -100,11 +121,17 @@ pub async fn run(
         model,
         queue: queue.clone(),
         hub,
+        draining,
     };
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
 
     serve::serve(listener, router(state), limits, shutdown).await;
     watcher.abort();
+    monitor.abort();
+    // Deliveries in flight stay unacknowledged: JetStream redelivers them to a gateway.
+    if let Some(webhooks) = webhooks {
+        webhooks.abort();
+    }
     // Open SSE streams hold no job state: dropping them is safe; flush what was published.
     let _ = tokio::time::timeout(limits.grace, queue.client.flush()).await;
     tracing::info!("gateway stopped");

@@ -16,10 +16,17 @@ use utoipa::{
 };
 
 use crate::{
-    replies::{CancelReply, ErrorBody, ErrorReply, JobView, OriginalPrediction, PredictReply},
+    replies::{
+        CancelReply, ErrorBody, ErrorReply, JobView, OriginalPrediction, PredictReply,
+        QueuePosition,
+    },
     routes,
 };
 
+/// The `Prefer` request header, as `POST /predict` and `GET /job/{id}` read it.
+pub const PREFER: &str = "RFC 7240 preferences; `wait=N` (seconds, fractions allowed, e.g. \
+`wait=0.5`) waits up to min(N, `TANDEM_MAX_WAIT_SECS`) for the job to become final. Other \
+preferences are ignored; a `wait` that is not a number of seconds gets 400 `invalid_prefer`.";
 /// `POST /predict` with JSON: the original clients' request.
 #[derive(Debug, ToSchema)]
 #[allow(dead_code)] // documentation only: the handler reads the body itself
@@ -28,6 +35,14 @@ pub struct PredictJson {
     /// accepted).
     #[schema(min_length = 1)]
     pub image_data: String,
+    /// Where to POST the job's events, signed (Standard Webhooks); `http` or `https`, allowed
+    /// by the gateway's `TANDEM_WEBHOOK_ALLOW`. Also the query parameter `webhook`.
+    #[schema(format = "uri", max_length = 2048)]
+    pub webhook: Option<String>,
+    /// The events to POST (default `["completed"]`); needs `webhook`. Also the query parameter
+    /// `webhook_events_filter` (comma-separated).
+    #[schema(min_items = 1)]
+    pub webhook_events_filter: Option<Vec<tandem_core::webhook::WebhookEvent>>,
 }
 
 /// `POST /predict` as a form upload.
@@ -66,6 +81,7 @@ pub struct PredictUpload {
         PredictReply,
         JobView,
         OriginalPrediction,
+        QueuePosition,
         CancelReply,
         ErrorReply,
         ErrorBody,

@@ -36,16 +36,29 @@ impl std::fmt::Debug for JetStream {
 /// Why a job was not stored.
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
+    /// With when to retry (see `progress`).
     #[error("the job queue is full")]
-    Full,
+    Full(Duration),
     #[error("the job queue is unavailable: {0}")]
     Unavailable(String),
+}
+
+/// A stored job.
+#[derive(Debug)]
+pub struct Submitted {
+    /// The record as this submission stored it (`None` if it found one there already, or could
+    /// not store it).
+    pub record: Option<Versioned>,
+    /// The job message's sequence in the jobs stream.
+    pub stream_seq: u64,
 }
 
 /// The NATS connection and, once set up, the JetStream side.
 #[derive(Debug, Clone)]
 pub struct Queue {
     pub client: async_nats::Client,
+    /// Where queued jobs stand, and the drain rate.
+    pub progress: crate::progress::QueueProgress,
     jetstream: Arc<OnceCell<JetStream>>,
     publish_timeout: Duration,
 }
@@ -61,14 +74,17 @@ impl Queue {
         let client = contract::connect(settings, "tandem-gateway").await?;
         let queue = Self {
             client: client.clone(),
+            progress: Default::default(),
             jetstream: Arc::new(OnceCell::new()),
             publish_timeout,
         };
         let cell = queue.jetstream.clone();
         let settings = settings.clone();
+        let progress = queue.progress.clone();
         tokio::spawn(async move {
             let js = jetstream::new(client);
             let ready = retry::until_ok("JetStream set-up", || set_up(&js, &settings)).await;
+            progress.attach(ready.js.clone());
             let _ = cell.set(ready);
             tracing::info!("JetStream stream and buckets ready");
         });
@@ -102,8 +118,7 @@ impl Queue {
     }
 
     /// Stores a `queued` record and publishes the job; returns once JetStream acknowledged it,
-    /// so a client never holds the id of a job that was not stored. The result is the record
-    /// as this call stored it (`None` if it found one there already, or could not store it).
+    /// so a client never holds the id of a job that was not stored.
     /// The message carries this span's `traceparent`: the worker's span is its child.
     #[tracing::instrument(name = "jobs.publish", skip_all, fields(
         job_id = %id,
@@ -116,12 +131,12 @@ impl Queue {
         id: JobId,
         image: Bytes,
         submitted_at: OffsetDateTime,
-    ) -> Result<Option<Versioned>, SubmitError> {
+    ) -> Result<Submitted, SubmitError> {
         let traceparent = tandem_core::telemetry::traceparent(&tracing::Span::current());
         let jetstream = self
             .jetstream()
             .ok_or_else(|| SubmitError::Unavailable("not connected to JetStream yet".into()))?;
-        let attempt = tokio::time::timeout(
+        let mut attempt = tokio::time::timeout(
             self.publish_timeout,
             self.store_and_publish(jetstream, id, image, submitted_at, traceparent),
         )
@@ -132,6 +147,9 @@ impl Queue {
                 self.publish_timeout
             )))
         });
+        if let Err(SubmitError::Full(after)) = &mut attempt {
+            *after = self.progress.retry_after(*after);
+        }
         if attempt.is_err() {
             // Best effort: a record without a stored job must not linger as `queued`.
             let store = jetstream.store.clone();
@@ -149,7 +167,7 @@ impl Queue {
         image: Bytes,
         submitted_at: OffsetDateTime,
         traceparent: Option<String>,
-    ) -> Result<Option<Versioned>, SubmitError> {
+    ) -> Result<Submitted, SubmitError> {
         // The record and the job go out together, one round trip instead of two. The record's
         // message is sent first on the same connection, so it is almost always stored first;
         // when it is not, the worker creates the record (see slow-worker's `mark_running`) and
@@ -166,17 +184,18 @@ impl Queue {
             publish(jetstream, &job).await
         };
         let (created, published) = tokio::join!(jetstream.store.create(&record), job);
-        published?;
-        match created {
-            Ok(created) => Ok(created),
+        let stream_seq = published?;
+        let record = match created {
+            Ok(created) => created,
             Err(e) => {
                 // The job is stored, which is what the client is promised; the worker creates
                 // the record when it starts the job. Failing here would have the client submit
                 // it twice.
                 tracing::warn!(error = %e, "job record not created; the worker will create it");
-                Ok(None)
+                None
             }
-        }
+        };
+        Ok(Submitted { record, stream_seq })
     }
 
     /// The image inline in the message, or, when it does not fit in one, in the object store.
@@ -203,8 +222,9 @@ impl Queue {
     }
 }
 
-/// Publishes `job` and waits for JetStream to store it.
-async fn publish(jetstream: &JetStream, job: &SlowJob) -> Result<(), SubmitError> {
+/// Publishes `job` and waits for JetStream to store it; returns its stream sequence (the first
+/// publish's, for a duplicate).
+async fn publish(jetstream: &JetStream, job: &SlowJob) -> Result<u64, SubmitError> {
     let unavailable = |e: &dyn std::fmt::Display| SubmitError::Unavailable(e.to_string());
     let (headers, payload) = job.to_message();
     let ack = jetstream
@@ -212,9 +232,9 @@ async fn publish(jetstream: &JetStream, job: &SlowJob) -> Result<(), SubmitError
         .publish_with_headers(contract::JOBS_SUBJECT, headers, payload)
         .await
         .map_err(|e| unavailable(&e))?;
-    ack.await.map(drop).map_err(|e| {
+    ack.await.map(|ack| ack.sequence).map_err(|e| {
         if is_stream_full(&e) {
-            SubmitError::Full
+            SubmitError::Full(crate::error::QUEUE_FULL_RETRY_AFTER)
         } else {
             unavailable(&e)
         }
@@ -226,6 +246,8 @@ async fn set_up(
     settings: &NatsSettings,
 ) -> Result<JetStream, async_nats::Error> {
     contract::ensure_jobs_stream(js, settings).await?;
+    // Where this gateway emits webhook events (`fast`, cancels); empty while none are used.
+    contract::ensure_webhooks_stream(js, settings).await?;
     let kv = contract::ensure_jobs_bucket(js, settings).await?;
     let images = contract::ensure_images_bucket(js, settings).await?;
     Ok(JetStream {

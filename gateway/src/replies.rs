@@ -15,7 +15,7 @@ use utoipa::{
     PartialSchema, ToSchema,
     openapi::{
         Ref, RefOr,
-        schema::{AdditionalProperties, Schema},
+        schema::{AdditionalProperties, ObjectBuilder, Schema, Type},
     },
 };
 
@@ -36,6 +36,11 @@ pub struct PredictReply {
     pub job_url: String,
     /// `/job/<id>/events`.
     pub events_url: String,
+    /// Only with `Prefer: wait=N`, when the job became final within the wait: the final job
+    /// as `GET /job/<id>` returns it (both answers, `changed`). Absent when the wait ran out
+    /// (`status` then says where the job stands) and without `Prefer: wait`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<Box<JobView>>,
     /// The fast model's name: its top-1 label.
     #[serde(flatten)]
     pub label_by_model: BTreeMap<String, String>,
@@ -50,8 +55,36 @@ impl PredictReply {
             status: record.status,
             job_url: format!("/job/{}", record.id),
             events_url: format!("/job/{}/events", record.id),
+            job: None,
         }
     }
+
+    /// After a `Prefer: wait`: the job as it now stands, carried whole once final.
+    pub fn waited(mut self, record: &JobRecord) -> Self {
+        self.status = record.status;
+        if record.status.is_terminal() {
+            self.job = Some(Box::new(JobView::new(record)));
+        }
+        self
+    }
+}
+
+/// Where a queued job stands (see the README's `GET /job/<id>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub struct QueuePosition {
+    /// Jobs waiting ahead of this one (not yet handed to a worker).
+    pub ahead: u64,
+    /// Expected milliseconds until the slow answer, from the measured drain rate; `null` while
+    /// no rate is known or no worker is taking jobs.
+    pub eta_ms: Option<u64>,
+}
+
+/// Whether the slow answer's label differs from the fast one's: `Some` once the job is final
+/// (`false` when there is no slow answer), `None` before.
+pub fn changed(record: &JobRecord) -> Option<bool> {
+    record.status.is_terminal().then(|| {
+        matches!((&record.fast, &record.slow), (Some(fast), Some(slow)) if fast.label != slow.label)
+    })
 }
 
 /// The original clients' view of the slow answer: the label, or `""` while there is none.
@@ -66,6 +99,12 @@ pub struct OriginalPrediction {
 pub struct JobView {
     #[serde(flatten)]
     pub record: JobRecord,
+    /// While `queued`, when the job's place is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueuePosition>,
+    /// Once final.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub changed: Option<bool>,
     /// One key, the job id.
     #[serde(flatten)]
     pub by_id: BTreeMap<String, OriginalPrediction>,
@@ -79,8 +118,15 @@ impl JobView {
             .map_or_else(String::new, |slow| slow.label.clone());
         Self {
             by_id: BTreeMap::from([(record.id.to_string(), OriginalPrediction { prediction })]),
+            queue: None,
+            changed: changed(record),
             record: record.clone(),
         }
+    }
+
+    /// With the job's place in the queue.
+    pub fn with_queue(self, queue: Option<QueuePosition>) -> Self {
+        Self { queue, ..self }
     }
 }
 
@@ -99,6 +145,20 @@ impl PartialSchema for JobView {
             object.additional_properties = Some(Box::new(AdditionalProperties::RefOr(RefOr::Ref(
                 Ref::from_schema_name(OriginalPrediction::name()),
             ))));
+            let mut queue = Ref::from_schema_name(QueuePosition::name());
+            queue.description =
+                "While `queued`: the jobs ahead of it and the expected wait.".into();
+            object.properties.insert("queue".into(), RefOr::Ref(queue));
+            object.properties.insert(
+                "changed".into(),
+                ObjectBuilder::new()
+                    .schema_type(Type::Boolean)
+                    .description(Some(
+                        "Once final: whether the slow label differs from the fast one \
+                         (`false` without a slow answer).",
+                    ))
+                    .into(),
+            );
         }
         schema
     }
@@ -116,6 +176,7 @@ impl ToSchema for JobView {
             OriginalPrediction::name().into(),
             OriginalPrediction::schema(),
         ));
+        schemas.push((QueuePosition::name().into(), QueuePosition::schema()));
     }
 }
 

@@ -14,4 +14,6 @@ pub struct AppState {
     pub model: ModelClient,
     pub queue: Queue,
     pub hub: JobHub,
+    /// Becomes `true` when the gateway begins to drain (ends `Prefer: wait` waits).
+    pub draining: tokio::sync::watch::Receiver<bool>,
 }

@@ -65,7 +65,7 @@ async fn settle(
             advisory.deliveries
         );
         tracing::warn!(job_id = %id, %reason, "job exhausted its deliveries");
-        job::fail(ctx, id, &reason).await;
+        let _ = job::fail(ctx, id, &reason).await;
     }
     stream.delete_message(advisory.stream_seq).await?;
     Ok(())

@@ -27,6 +27,8 @@ pub struct JobContext {
     pub model: ModelClient,
     pub store: JobStore,
     pub images: ObjectStore,
+    /// Where webhook events are emitted (`tandem_core::webhook`).
+    pub js: async_nats::jetstream::Context,
 }
 
 impl std::fmt::Debug for JobContext {
@@ -116,8 +118,14 @@ async fn run_delivery(ctx: &JobContext, msg: &Message, delivered: i64) -> Outcom
         }
     };
     match runs {
-        Ok(true) => {}
-        Ok(false) => {
+        Ok(None) => {}
+        Ok(Some(settled)) => {
+            // Final already (a redelivery, or cancelled): its webhook events may not have been
+            // emitted yet (the writer died first); emitted twice, they are stored once.
+            if !tandem_core::webhook::emit_logged(&ctx.js, &settled).await {
+                ack(msg, AckKind::Nak(Some(ctx.config.retry_delay(delivered)))).await;
+                return Outcome::Retrying;
+            }
             ack(msg, AckKind::Ack).await;
             forget_image(ctx, &job).await;
             return Outcome::Skipped;
@@ -151,7 +159,7 @@ async fn refuse_invalid(
         .and_then(|h| h.get(tandem_core::nats::headers::JOB_ID))
         .and_then(|v| v.as_str().parse::<JobId>().ok());
     if let Some(id) = id {
-        fail(ctx, id, &format!("invalid job message: {error}")).await;
+        let _ = fail(ctx, id, &format!("invalid job message: {error}")).await;
     }
     ack(msg, AckKind::Term).await;
     Outcome::Failed
@@ -189,19 +197,23 @@ async fn on_model_error(
         error.to_string()
     };
     tracing::warn!(%reason, "job failed");
-    fail(ctx, job.id, &reason).await;
+    if !fail(ctx, job.id, &reason).await && delivered < ctx.config.nats.max_deliver {
+        // Not recorded (or its webhook events not emitted): the redelivery finishes it.
+        ack(msg, AckKind::Nak(Some(ctx.config.retry_delay(delivered)))).await;
+        return Outcome::Retrying;
+    }
     ack(msg, AckKind::Term).await;
     forget_image(ctx, job).await;
     Outcome::Failed
 }
 
-/// Marks the job `running` and counts the attempt; `Ok(false)` when it must not run (final
-/// already, or cancelled). A job without a record (published by something other than the
-/// gateway, or expired) gets one, so that its outcome is visible.
+/// Marks the job `running` and counts the attempt; `Ok(Some(record))` when it must not run
+/// (final already, or cancelled). A job without a record (published by something other than
+/// the gateway, or expired) gets one, so that its outcome is visible.
 async fn mark_running(
     ctx: &JobContext,
     job: &SlowJob,
-) -> Result<bool, tandem_core::store::StoreError> {
+) -> Result<Option<JobRecord>, tandem_core::store::StoreError> {
     let stored = ctx
         .store
         .update_or_create(
@@ -216,7 +228,7 @@ async fn mark_running(
             },
         )
         .await?;
-    Ok(stored.record.status == JobStatus::Running)
+    Ok((stored.record.status != JobStatus::Running).then_some(stored.record))
 }
 
 async fn load_image(ctx: &JobContext, job: &SlowJob) -> Result<Bytes, ClassifyError> {
@@ -295,6 +307,11 @@ async fn finish(
         )
         .await;
     match written {
+        Ok(stored) if !tandem_core::webhook::emit_logged(&ctx.js, &stored.record).await => {
+            // The result is stored; its webhook events are not: the redelivery emits them.
+            ack(msg, AckKind::Nak(Some(ctx.config.retry_delay(delivered)))).await;
+            Outcome::Retrying
+        }
         Ok(stored) if stored.record.status != JobStatus::Succeeded => {
             // Cancelled (or ended) while the model ran: keep that outcome.
             ack(msg, AckKind::Ack).await;
@@ -331,10 +348,17 @@ fn record_success(job: &SlowJob, prediction: &Prediction, record: &JobRecord) {
     }
 }
 
-/// Records a final failure (unless the job is already final).
-pub async fn fail(ctx: &JobContext, id: JobId, reason: &str) {
-    if let Err(e) = ctx.store.fail(id, reason).await {
-        tracing::warn!(error = %e, job_id = %id, "could not record failure");
+/// Records a final failure (unless the job is already final) and emits the webhook events
+/// that makes due; `false` when either did not happen (the caller then leaves the message to
+/// be redelivered, where possible).
+pub async fn fail(ctx: &JobContext, id: JobId, reason: &str) -> bool {
+    match ctx.store.fail(id, reason).await {
+        Ok(Some(stored)) => tandem_core::webhook::emit_logged(&ctx.js, &stored.record).await,
+        Ok(None) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, job_id = %id, "could not record failure");
+            false
+        }
     }
 }
 

@@ -116,6 +116,7 @@ pub async fn run_with_ops(
         model,
         store,
         images,
+        js: js.clone(),
     });
     let advisories = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(crate::advisory::run(
         client.clone(),
@@ -212,7 +213,8 @@ impl FetchLoop<'_> {
                     let Some(permit) = permits.pop() else { break };
                     let ctx = self.ctx.clone();
                     self.running.spawn(async move {
-                        let outcome = job::process(ctx, msg).await;
+                        // Boxed: a job's future carries its records (kilobytes).
+                        let outcome = Box::pin(job::process(ctx, msg)).await;
                         drop(permit);
                         outcome
                     });
@@ -254,6 +256,8 @@ async fn set_up(
         let consumer = contract::ensure_worker_consumer(js, &config.nats).await?;
         let kv = contract::ensure_jobs_bucket(js, &config.nats).await?;
         let images = contract::ensure_images_bucket(js, &config.nats).await?;
+        // Where finished jobs' webhook events go.
+        contract::ensure_webhooks_stream(js, &config.nats).await?;
         Ok::<_, async_nats::Error>((consumer, JobStore::new(kv), images))
     })
     .await

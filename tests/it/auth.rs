@@ -295,7 +295,8 @@ async fn the_page_health_metrics_and_the_api_description_stay_open() {
 
 /// Runs the `tandem` CLI against `app` with `args` and extra environment.
 async fn tandem(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut command = tokio::process::Command::new(crate::support::process::service_binary("tandem"));
+    let mut command =
+        tokio::process::Command::new(crate::support::process::service_binary("tandem"));
     command
         .args(args)
         .current_dir(workspace_root())

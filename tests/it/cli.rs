@@ -16,7 +16,8 @@ const LIMIT: Duration = Duration::from_secs(120);
 /// Runs `tandem ARGS...` from the workspace root (asynchronously: the service runs on this
 /// test's runtime) with `TANDEM_URL` unset.
 async fn tandem(args: &[&str]) -> Output {
-    let mut command = tokio::process::Command::new(crate::support::process::service_binary("tandem"));
+    let mut command =
+        tokio::process::Command::new(crate::support::process::service_binary("tandem"));
     command
         .args(args)
         .current_dir(workspace_root())
@@ -230,4 +231,55 @@ async fn an_unreachable_gateway_and_bad_usage_exit_2() {
         assert_exit(&output, 2);
         assert!(!stderr(&output).is_empty());
     }
+}
+
+#[tokio::test]
+async fn predict_wait_seconds_gets_the_slow_label_in_the_reply() {
+    let app = spawn_app().await;
+    // The gateway holds the reply (`Prefer: wait`) until the job is final: no event stream.
+    let output = tandem(&[
+        "predict",
+        "--wait-seconds",
+        "30",
+        "tests/data/chelsea.jpg",
+        "--url",
+        &app.base,
+    ])
+    .await;
+    assert_exit(&output, 0);
+    let text = stdout(&output);
+    let file = "tests/data/chelsea.jpg";
+    let (fast, slow) = (lines_of(&text, file, "fast"), lines_of(&text, file, "slow"));
+    assert_eq!((fast.len(), slow.len()), (1, 1), "{text}");
+    assert!(slow[0].contains("Egyptian cat"), "{text}");
+
+    // --json: the fast line's reply carries the final job.
+    let output = tandem(&[
+        "--url",
+        &app.base,
+        "predict",
+        "--json",
+        "--wait-seconds=30",
+        "tests/data/chelsea.jpg",
+    ])
+    .await;
+    assert_exit(&output, 0);
+    let lines: Vec<Value> = stdout(&output)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines[0]["event"], "fast");
+    assert_eq!(lines[0]["reply"]["job"]["status"], "succeeded", "{lines:?}");
+    assert_eq!(lines[1]["event"], "succeeded");
+    assert_eq!(lines[1]["label"], "Egyptian cat");
+
+    // Not a number of seconds: a usage error.
+    let output = tandem(&[
+        "predict",
+        "--wait-seconds",
+        "soon",
+        "tests/data/chelsea.jpg",
+    ])
+    .await;
+    assert_exit(&output, 2);
 }

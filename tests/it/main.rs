@@ -28,4 +28,6 @@ mod openapi;
 mod service_binaries;
 mod slow_path;
 mod traces;
+mod waiting;
 mod web_page;
+mod webhooks;

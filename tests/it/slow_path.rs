@@ -387,7 +387,10 @@ async fn a_record_created_by_another_writer_mid_way_still_gets_the_change() {
         .update_or_create(id, || JobRecord::queued(id, now), mark_running)
         .await
         .unwrap();
-    assert_eq!((made.record.status, made.record.attempts), (JobStatus::Running, 1));
+    assert_eq!(
+        (made.record.status, made.record.attempts),
+        (JobStatus::Running, 1)
+    );
 
     // The record appears after the update found none and before the create.
     let id = JobId::new();
@@ -413,7 +416,12 @@ async fn a_record_created_by_another_writer_mid_way_still_gets_the_change() {
         .await
         .unwrap();
     assert_eq!(fresh_calls.load(std::sync::atomic::Ordering::SeqCst), 1);
-    assert_eq!(stored.record.status, JobStatus::Running, "{:?}", stored.record);
+    assert_eq!(
+        stored.record.status,
+        JobStatus::Running,
+        "{:?}",
+        stored.record
+    );
     assert_eq!(stored.record.attempts, 1);
     assert_eq!(
         stored.record.error.as_deref(),

@@ -207,6 +207,19 @@ impl TestApp {
         }));
     }
 
+    /// [`add_worker`](Self::add_worker), with some settings of its own (e.g. another
+    /// `TANDEM_MODEL_SERVER_URL` or `TANDEM_SLOW_MODEL`).
+    pub fn add_worker_with(&mut self, settings: &[(&str, &str)]) {
+        let saved = self.env.clone();
+        self.env.extend(
+            settings
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        self.add_worker();
+        self.env = saved;
+    }
+
     fn worker_config(&self) -> tandem_slow_worker::WorkerConfig {
         tandem_slow_worker::WorkerConfig::from_source(Env::from_pairs(self.env.clone())).unwrap()
     }

@@ -2,7 +2,7 @@
 //! the `tandem-tests` package, shared by the integration suite (`it/`) and the fault suite
 //! (`faults/`).
 //!
-//! Layout: `nats` and `cluster` (nats-servers), `model_server`, `gateway` (an HTTP client of
+//! Layout: `nats` and `cluster` (nats-servers), `model_server`, `delay` (a slow link to it), `gateway` (an HTTP client of
 //! the gateway), `app` (the whole service in one process, workers as processes), `process`
 //! (the built service binaries), `sse`, `otlp` (a trace receiver), `remote` (a deployment
 //! named by `TANDEM_TEST_BASE_URL`).
@@ -15,6 +15,7 @@
 
 pub mod app;
 pub mod cluster;
+pub mod delay;
 pub mod gateway;
 pub mod model_server;
 pub mod nats;
@@ -23,6 +24,7 @@ pub mod otlp;
 pub mod process;
 pub mod remote;
 pub mod sse;
+pub mod webhook;
 
 use std::{
     fmt::Display,

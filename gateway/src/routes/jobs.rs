@@ -10,17 +10,21 @@ use axum::{
 };
 use futures::{Stream, StreamExt as _};
 use tandem_core::{
-    job::{JobId, JobStatus},
+    job::{JobId, JobRecord, JobStatus},
     store::{JobStore, Versioned},
     telemetry,
 };
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast::error::RecvError, watch};
 
 use crate::{
     error::ApiError,
     hub::Change,
-    replies::{CancelReply, JobView},
+    prefer,
+    progress::{QueueProgress, Snapshot},
+    queue::Queue,
+    replies::{CancelReply, JobView, QueuePosition},
     state::AppState,
+    waiting::{self, Waited},
 };
 
 fn parse_id(raw: &str) -> Result<JobId, ApiError> {
@@ -33,29 +37,47 @@ fn truncate(raw: &str) -> String {
     raw.chars().take(64).collect()
 }
 
-/// The job's record.
+/// The job's record; with `Prefer: wait=N`, a long poll: once the job is final, or after N
+/// seconds as it then stands.
 #[utoipa::path(get, path = "/job/{id}", tag = "jobs",
-    params(("id" = String, Path, description = "The job id")),
+    params(("id" = String, Path, description = "The job id"),
+        ("Prefer" = Option<String>, Header, description = crate::openapi::PREFER)),
     responses(
-        (status = 200, description = "The record, plus `\"<id>\": {\"prediction\": \"<slow label>\"}` for the original clients", body = JobView),
+        (status = 200, description = "The record, plus `\"<id>\": {\"prediction\": \"<slow label>\"}` for the original clients", body = JobView,
+            headers(("Preference-Applied" = String, description = "`wait=N`: the seconds waited at most, when the request had `Prefer: wait`"))),
         (status = 400, description = "A path that cannot be decoded (`bad_request`)", body = crate::replies::ErrorReply),
         (status = 404, description = "Unknown, expired or malformed id", body = crate::replies::ErrorReply),
         (status = 503, description = "NATS unavailable", body = crate::replies::ErrorReply),
     ))]
-#[tracing::instrument(skip(state))]
+#[tracing::instrument(skip(state, headers))]
 pub async fn get_job(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<JobView>, ApiError> {
+    headers: HeaderMap,
+) -> Result<Waited<JobView>, ApiError> {
     let id = parse_id(&id)?;
-    let current = state
-        .queue
-        .jetstream_or_unavailable()?
-        .store
-        .get(id)
-        .await?
-        .ok_or_else(|| ApiError::JobNotFound(id.to_string()))?;
-    Ok(Json(JobView::new(&current.record)))
+    let wait = prefer::wait(&headers, state.config.max_wait)?;
+    let current = match wait {
+        Some(wait) => waiting::until_final(&state, id, wait.duration()).await?,
+        None => {
+            let jetstream = state.queue.jetstream_or_unavailable()?;
+            jetstream.store.get(id).await?
+        }
+    }
+    .ok_or_else(|| ApiError::JobNotFound(id.to_string()))?;
+    let queue = queue_position(&state.queue, &current.record).await;
+    Ok(Waited(
+        JobView::new(&current.record).with_queue(queue),
+        wait,
+    ))
+}
+
+/// Where `record` stands in the queue, while it is `queued` (and its place is known).
+async fn queue_position(queue: &Queue, record: &JobRecord) -> Option<QueuePosition> {
+    let seq = record
+        .stream_seq
+        .filter(|_| record.status == JobStatus::Queued)?;
+    Some(queue.progress.current().await?.position(seq))
 }
 
 /// Cancels a job that has not finished; says "too late" (409) for one that has.
@@ -81,6 +103,13 @@ pub async fn cancel_job(
         .update(id, |record| record.advance(JobStatus::Cancelled))
         .await?
         .ok_or_else(|| ApiError::JobNotFound(id.to_string()))?;
+    if stored.record.status == JobStatus::Cancelled
+        && let Some(jetstream) = state.queue.jetstream()
+    {
+        // `completed`, if the job has a webhook (the worker emits it again when it skips the
+        // job: stored once).
+        tandem_core::webhook::emit_logged(&jetstream.js, &stored.record).await;
+    }
     let status = stored.record.status;
     let reply = CancelReply {
         job_id: id,
@@ -134,6 +163,8 @@ pub async fn job_events(
         id,
         sent: last_seen,
         next: Some(Change::new(current)),
+        queued: None,
+        progress: state.queue.progress.clone(),
         _open: super::metrics::OpenStream::open(),
     }
     .into_stream();
@@ -163,11 +194,32 @@ async fn latest(store: &JobStore, id: JobId) -> Option<Arc<Change>> {
     store.get(id).await.ok().flatten().map(Change::new)
 }
 
-fn event(change: &Change) -> Result<Event, Infallible> {
-    Ok(Event::default()
+fn event(change: &Change, queue: Option<QueuePosition>) -> Result<Event, Infallible> {
+    let event = Event::default()
         .id(change.update.revision.to_string())
-        .event(change.update.record.status.as_str())
-        .data(change.view()))
+        .event(change.update.record.status.as_str());
+    Ok(match queue {
+        // The queue position is this stream's own: rendered for it.
+        Some(queue) => event.data(
+            serde_json::to_string(&JobView::new(&change.update.record).with_queue(Some(queue)))
+                .unwrap_or_default(),
+        ),
+        None => event.data(change.view()),
+    })
+}
+
+/// A stream's `queued` job: its place is sent again (same event id) whenever it changes.
+struct Queued {
+    change: Arc<Change>,
+    seq: u64,
+    snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+    sent: Option<QueuePosition>,
+}
+
+/// What an event stream woke up for.
+enum Wake {
+    Change(Result<Arc<Change>, RecvError>),
+    Snapshot(bool),
 }
 
 /// One client's event stream. It is the response body itself, polled only as fast as the
@@ -181,10 +233,54 @@ struct EventStream {
     sent: u64,
     /// The version to send next, if already known.
     next: Option<Arc<Change>>,
+    /// The latest version, while it is `queued` with a known place.
+    queued: Option<Box<Queued>>,
+    progress: QueueProgress,
     _open: super::metrics::OpenStream,
 }
 
+impl Queued {
+    /// The event saying the job's place changed, if it did.
+    fn moved(&mut self) -> Option<Result<Event, Infallible>> {
+        let position = self
+            .snapshots
+            .borrow_and_update()
+            .as_ref()
+            .map(|s| s.position(self.seq));
+        if position.is_none() || position == self.sent {
+            return None;
+        }
+        self.sent = position;
+        Some(event(&self.change, position))
+    }
+}
+
 impl EventStream {
+    /// Follows the queue position of `change` while it is `queued` (stops otherwise); returns
+    /// its place now.
+    async fn follow(&mut self, change: &Arc<Change>) -> Option<QueuePosition> {
+        let record = &change.update.record;
+        let Some(seq) = record
+            .stream_seq
+            .filter(|_| record.status == JobStatus::Queued)
+        else {
+            self.queued = None;
+            return None;
+        };
+        let snapshots = match self.queued.take() {
+            Some(queued) => queued.snapshots,
+            None => self.progress.subscribe(),
+        };
+        let position = self.progress.current().await.map(|s| s.position(seq));
+        self.queued = Some(Box::new(Queued {
+            change: change.clone(),
+            seq,
+            snapshots,
+            sent: position,
+        }));
+        position
+    }
+
     fn into_stream(self) -> impl Stream<Item = Result<Event, Infallible>> + Send {
         futures::stream::unfold(Some(self), |state| async move {
             let mut state = state?;
@@ -192,23 +288,43 @@ impl EventStream {
                 if let Some(change) = state.next.take() {
                     let update = &change.update;
                     let done = update.record.status.is_terminal();
+                    let queue = Box::pin(state.follow(&change)).await;
                     // Send only what the client has not seen (Last-Event-ID), and end after a
                     // final state even when the client had already seen it.
                     if update.revision > state.sent {
                         state.sent = update.revision;
-                        let event = delivery_span(update).in_scope(|| event(&change));
+                        let event = delivery_span(update).in_scope(|| event(&change, queue));
                         return Some((event, (!done).then_some(state)));
                     }
                     if done {
                         return None;
                     }
                 }
-                state.next = match state.subscription.receiver.recv().await {
-                    Ok(change) => Some(change),
+                let wake = match &mut state.queued {
+                    Some(queued) => tokio::select! {
+                        received = state.subscription.receiver.recv() => Wake::Change(received),
+                        changed = queued.snapshots.changed() => Wake::Snapshot(changed.is_ok()),
+                    },
+                    None => Wake::Change(state.subscription.receiver.recv().await),
+                };
+                state.next = match wake {
+                    Wake::Change(Ok(change)) => Some(change),
                     // Too slow to keep up: skip to the latest state rather than buffer. (Boxed:
                     // the store's future is kilobytes that every idle stream would carry.)
-                    Err(RecvError::Lagged(_)) => Box::pin(latest(&state.store, state.id)).await,
-                    Err(RecvError::Closed) => return None,
+                    Wake::Change(Err(RecvError::Lagged(_))) => {
+                        Box::pin(latest(&state.store, state.id)).await
+                    }
+                    Wake::Change(Err(RecvError::Closed)) => return None,
+                    Wake::Snapshot(true) => {
+                        if let Some(event) = state.queued.as_mut().and_then(|q| q.moved()) {
+                            return Some((event, Some(state)));
+                        }
+                        None
+                    }
+                    Wake::Snapshot(false) => {
+                        state.queued = None;
+                        None
+                    }
                 };
             }
         })

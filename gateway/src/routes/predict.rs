@@ -1,7 +1,6 @@
 //! `POST /predict`: the fast label now, the job on the queue for the better one.
 
 use axum::{
-    Json,
     body::Body,
     extract::State,
     http::{HeaderMap, header},
@@ -10,13 +9,18 @@ use http_body_util::{BodyExt as _, Limited};
 use tandem_core::{
     job::{JobId, JobRecord, Prediction},
     model_client::ClassifyError,
-    store::{Claim, Versioned},
+    store::Claim,
 };
 use time::OffsetDateTime;
 
 use crate::{
-    error::ApiError, hub::Subscription, image_input, queue::SubmitError, replies::PredictReply,
+    error::ApiError,
+    hub::Subscription,
+    image_input, prefer,
+    queue::{SubmitError, Submitted},
+    replies::PredictReply,
     state::AppState,
+    waiting::{self, Waited},
 };
 
 /// Header with which a client makes a retried submission return the same job.
@@ -33,9 +37,13 @@ const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
         (Vec<u8> = "image/*"),
     )),
     params(("Idempotency-Key" = Option<String>, Header,
-        description = "A retried request with the same key returns the same job")),
+        description = "A retried request with the same key returns the same job"),
+        ("webhook" = Option<String>, Query, description = "Where to POST the job's events, signed (any form; the JSON form may give it as a body field instead)"),
+        ("webhook_events_filter" = Option<String>, Query, description = "Comma-separated events for the webhook: `fast`, `completed` (the default), `changed`"),
+        ("Prefer" = Option<String>, Header, description = crate::openapi::PREFER)),
     responses(
-        (status = 200, description = "The fast label, and the stored job", body = PredictReply),
+        (status = 200, description = "The fast label, and the stored job; with `Prefer: wait=N`, once the job is final (then with `job`) or N seconds have passed", body = PredictReply,
+            headers(("Preference-Applied" = String, description = "`wait=N`: the seconds waited at most, when the request had `Prefer: wait`"))),
         (status = 400, description = "Malformed request", body = crate::replies::ErrorReply),
         (status = 413, description = "Body or image too large", body = crate::replies::ErrorReply),
         (status = 415, description = "Unsupported content type", body = crate::replies::ErrorReply),
@@ -48,14 +56,18 @@ const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
 pub async fn predict(
     State(state): State<AppState>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     body: Body,
-) -> Result<Json<PredictReply>, ApiError> {
+) -> Result<Waited<PredictReply>, ApiError> {
+    let wait = prefer::wait(&headers, state.config.max_wait)?;
     let body = read_body(&headers, body, state.config.max_body_bytes).await?;
     let upload = image_input::extract(&headers, body, state.config.max_image_pixels).await?;
+    let webhook =
+        crate::webhook::requested(&state.config.webhooks, &upload.webhook, uri.query()).await?;
     let idempotency_key = idempotency_key(&headers)?;
     let id = match &idempotency_key {
         Some(key) => match claim(&state, key).await? {
-            Claimed::Done(reply) => return Ok(Json(*reply)),
+            Claimed::Done(reply) => return Ok(waiting::predict_reply(&state, wait, *reply).await),
             Claimed::Run(id) => id,
         },
         None => JobId::new(),
@@ -92,7 +104,9 @@ pub async fn predict(
         Err(e) => return Err(not_stored(e, fast)),
     };
     let record = attach_fast_answer(&state, id, submitted_at, stored, changes, &fast).await;
-    Ok(Json(PredictReply::new(&record, fast)))
+    let record = crate::webhook::attach(&state.queue, record, webhook).await;
+    let reply = PredictReply::new(&record, fast);
+    Ok(waiting::predict_reply(&state, wait, reply).await)
 }
 
 /// What an `Idempotency-Key` says about this request.
@@ -121,6 +135,9 @@ async fn claim(state: &AppState, key: &str) -> Result<Claimed, ApiError> {
             Ok(
                 match earlier.and_then(|e| e.record.fast.clone().map(|f| (e.record, f))) {
                     Some((record, fast)) => {
+                        // The first attempt may have stopped before it emitted its webhook
+                        // events: emitting again is harmless (de-duplicated by event id).
+                        tandem_core::webhook::emit_logged(&jetstream.js, &record).await;
                         Claimed::Done(Box::new(PredictReply::new(&record, fast)))
                     }
                     None => Claimed::Run(existing),
@@ -137,10 +154,11 @@ async fn attach_fast_answer(
     state: &AppState,
     id: JobId,
     submitted_at: OffsetDateTime,
-    mut known: Option<Versioned>,
+    stored: Submitted,
     mut changes: Subscription,
     fast: &Prediction,
 ) -> JobRecord {
+    let (mut known, stream_seq) = (stored.record, Some(stored.stream_seq));
     let jetstream = state.queue.wait_for_jetstream().await;
     while let Ok(change) = changes.receiver.try_recv() {
         if known
@@ -155,6 +173,7 @@ async fn attach_fast_answer(
         .store
         .update_from(id, known, |record| {
             record.fast = Some(fast.clone());
+            record.stream_seq = stream_seq;
             true
         })
         .await;
@@ -172,6 +191,7 @@ async fn attach_fast_answer(
             }
             let mut record = JobRecord::queued(id, submitted_at);
             record.fast = Some(fast.clone());
+            record.stream_seq = stream_seq;
             record
         }
     }
@@ -181,7 +201,7 @@ async fn attach_fast_answer(
 fn not_stored(e: SubmitError, fast: Prediction) -> ApiError {
     let answer = Some(Box::new(fast));
     match e {
-        SubmitError::Full => ApiError::QueueFull(answer),
+        SubmitError::Full(retry_after) => ApiError::QueueFull(answer, retry_after),
         SubmitError::Unavailable(reason) => {
             tracing::warn!(%reason, "job not stored");
             ApiError::QueueUnavailable(answer)
