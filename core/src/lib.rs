@@ -6,6 +6,7 @@
 //! - `metrics`: the Prometheus recorder (once per process) and `/metrics`;
 //! - `ops`: `/healthz`, `/readyz` (one readiness report) and the ops listener;
 //! - `shutdown`: the SIGINT/SIGTERM future every server drains on, shareable;
+//! - `pull`: the fetch loop of a durable pull consumer (jobs, webhook events);
 //! - `retry`: the one backoff policy for waiting on what comes back;
 //! - `job`: the job schema (`JobId`, `JobStatus`, `JobRecord`, `Prediction`);
 //! - `nats`: the NATS contract (stream, subject, consumer, buckets, headers, settings);
@@ -20,6 +21,7 @@ pub mod metrics;
 pub mod model_client;
 pub mod nats;
 pub mod ops;
+pub mod pull;
 pub mod retry;
 pub mod shutdown;
 pub mod slow_job;

@@ -1,7 +1,5 @@
-//! The fetch loop: pull only as many jobs as there are free slots, run each in its own task.
-//!
-//! Fetching exactly the free slots (not the client's default batch of hundreds) keeps jobs on
-//! the server where another worker can take them, instead of aging past AckWait in a buffer.
+//! The worker's life: set up, wait for the slow model, run the fetch loop on the jobs
+//! (`tandem_core::pull`: only as many jobs pulled as there are free slots), drain on shutdown.
 
 use std::{
     sync::{
@@ -12,29 +10,20 @@ use std::{
 };
 
 use async_nats::jetstream::{self, consumer::PullConsumer};
-use futures::StreamExt as _;
 use tandem_core::{
     model_client::ModelClient,
     nats as contract,
     ops::{Check, JetStreamPresence, Readiness},
+    pull::FetchLoop,
     retry,
-    shutdown::Shutdown,
     store::JobStore,
 };
-use tokio::{
-    sync::{OwnedSemaphorePermit, Semaphore},
-    task::JoinSet,
-};
+use tokio::task::JoinSet;
 
 use crate::{
     config::WorkerConfig,
     job::{self, JobContext},
 };
-
-/// How long one pull request waits on the server for jobs (long poll).
-const PULL_EXPIRY: Duration = Duration::from_secs(5);
-/// Consecutive fetch errors after which the consumer handle is re-created.
-const ERRORS_BEFORE_RECREATE: u32 = 3;
 
 /// Runs a slow-worker until `shutdown` resolves; running jobs then get the grace period to finish.
 pub async fn run(
@@ -130,121 +119,22 @@ pub async fn run_with_ops(
         contract::JOBS_STREAM
     );
     let running = FetchLoop {
-        js,
-        config: &config,
-        ctx,
+        what: "jobs",
         consumer,
-        slots: Arc::new(Semaphore::new(config.concurrency)),
-        running: JoinSet::new(),
-        errors: 0,
+        recreate: || contract::ensure_worker_consumer(&js, &config.nats),
+        concurrency: config.concurrency,
     }
-    .run(shutdown)
+    .run(
+        |msg| {
+            // Boxed: a job's future carries its records (kilobytes).
+            Box::pin(job::process(ctx.clone(), msg))
+        },
+        shutdown,
+    )
     .await;
     drop(advisories);
     drain(running, config.shutdown_grace, client).await;
     Ok(())
-}
-
-/// The fetch loop's state.
-struct FetchLoop<'a> {
-    js: jetstream::Context,
-    config: &'a WorkerConfig,
-    ctx: Arc<JobContext>,
-    consumer: PullConsumer,
-    slots: Arc<Semaphore>,
-    running: JoinSet<job::Outcome>,
-    /// Consecutive fetch errors.
-    errors: u32,
-}
-
-impl FetchLoop<'_> {
-    /// Fetches and starts jobs until `shutdown`; returns the jobs still running.
-    async fn run(mut self, shutdown: Shutdown) -> JoinSet<job::Outcome> {
-        loop {
-            // Wait for at least one free slot, then take every free one.
-            let first = tokio::select! {
-                permit = self.slots.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break, // the semaphore is never closed
-                },
-                () = shutdown.clone() => break,
-            };
-            let mut permits = vec![first];
-            while let Ok(permit) = self.slots.clone().try_acquire_owned() {
-                permits.push(permit);
-            }
-            tokio::select! {
-                () = self.fetch(permits) => {}
-                () = shutdown.clone() => break,
-            }
-            if self.errors >= ERRORS_BEFORE_RECREATE {
-                tokio::select! {
-                    () = self.recover() => {}
-                    () = shutdown.clone() => break,
-                }
-            }
-            // Reap finished tasks so the set does not grow.
-            while self.running.try_join_next().is_some() {}
-        }
-        self.running
-    }
-
-    /// One pull request for as many jobs as `permits`; each job received starts at once.
-    async fn fetch(&mut self, mut permits: Vec<OwnedSemaphorePermit>) {
-        let batch = self
-            .consumer
-            .batch()
-            .max_messages(permits.len())
-            .expires(PULL_EXPIRY)
-            .messages()
-            .await;
-        let mut batch = match batch {
-            Ok(batch) => batch,
-            Err(e) => {
-                self.errors += 1;
-                tracing::warn!(error = %e, errors = self.errors, "cannot fetch jobs");
-                return self.pause().await;
-            }
-        };
-        while let Some(next) = batch.next().await {
-            match next {
-                Ok(msg) => {
-                    self.errors = 0;
-                    let Some(permit) = permits.pop() else { break };
-                    let ctx = self.ctx.clone();
-                    self.running.spawn(async move {
-                        // Boxed: a job's future carries its records (kilobytes).
-                        let outcome = Box::pin(job::process(ctx, msg)).await;
-                        drop(permit);
-                        outcome
-                    });
-                }
-                Err(e) => {
-                    self.errors += 1;
-                    tracing::warn!(error = %e, errors = self.errors, "error while fetching jobs");
-                    break;
-                }
-            }
-        }
-    }
-
-    /// A pause that grows with the consecutive errors.
-    async fn pause(&self) {
-        tokio::time::sleep(Duration::from_millis(200 * u64::from(self.errors.min(25)))).await;
-    }
-
-    /// After repeated errors (a restarted server can leave a consumer handle stuck), back off
-    /// and re-create the durable consumer idempotently.
-    async fn recover(&mut self) {
-        self.pause().await;
-        match contract::ensure_worker_consumer(&self.js, &self.config.nats).await {
-            Ok(consumer) => {
-                tracing::info!("worker consumer re-created");
-                self.consumer = consumer;
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot re-create the worker consumer yet"),
-        }
-    }
 }
 
 /// Creates (or updates) the stream, consumer and buckets, retrying until NATS is there.

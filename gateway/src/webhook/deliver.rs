@@ -11,24 +11,21 @@
 
 use std::{sync::Arc, time::Duration};
 
-use async_nats::jetstream::{AckKind, Message, consumer::PullConsumer};
-use futures::StreamExt as _;
+use async_nats::jetstream::{AckKind, Message};
 use tandem_core::{
     job::{JobId, JobRecord},
     nats::{self as contract, NatsSettings, headers},
+    pull::FetchLoop,
     retry,
     store::JobStore,
     webhook::{WebhookDelivery, WebhookEvent},
 };
-use tokio::{sync::Semaphore, task::JoinSet};
 
 use super::{WebhookConfig, policy::Refusal};
 use crate::queue::Queue;
 
 /// At most this much of a receiver's answer is read (and none of it kept).
 const MAX_ANSWER_BYTES: usize = 4 * 1024;
-/// How long one pull request waits on the server for events.
-const PULL_EXPIRY: Duration = Duration::from_secs(5);
 /// The `user-agent` of deliveries.
 const USER_AGENT: &str = concat!("tandem-webhooks/", env!("CARGO_PKG_VERSION"));
 
@@ -48,7 +45,7 @@ enum Attempt {
 pub async fn run(queue: Queue, config: Arc<WebhookConfig>, settings: NatsSettings) {
     let jetstream = queue.wait_for_jetstream().await;
     let (js, store) = (jetstream.js.clone(), jetstream.store.clone());
-    let mut consumer = retry::until_ok("webhook consumer set-up", || {
+    let consumer = retry::until_ok("webhook consumer set-up", || {
         contract::ensure_webhook_consumer(&js, &settings)
     })
     .await;
@@ -59,65 +56,21 @@ pub async fn run(queue: Queue, config: Arc<WebhookConfig>, settings: NatsSetting
     );
     // In-progress acks while a delivery runs, often enough for the consumer's ack wait.
     let progress = (config.timeout.min(settings.ack_wait) / 3).max(Duration::from_millis(100));
-    let slots = Arc::new(Semaphore::new(config.concurrency));
-    let mut running = JoinSet::new();
-    let mut errors = 0u32;
-    loop {
-        let Ok(first) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let mut permits = vec![first];
-        while let Ok(permit) = slots.clone().try_acquire_owned() {
-            permits.push(permit);
-        }
-        match fetch(&consumer, permits.len()).await {
-            Ok(mut batch) => {
-                while let Some(next) = batch.next().await {
-                    match next {
-                        Ok(msg) => {
-                            errors = 0;
-                            let Some(permit) = permits.pop() else { break };
-                            let (config, store) = (config.clone(), store.clone());
-                            running.spawn(async move {
-                                deliver(&config, &store, msg, progress).await;
-                                drop(permit);
-                            });
-                        }
-                        Err(e) => {
-                            errors += 1;
-                            tracing::warn!(error = %e, "error while fetching webhook events");
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                errors += 1;
-                tracing::warn!(error = %e, errors, "cannot fetch webhook events");
-            }
-        }
-        if errors > 0 {
-            tokio::time::sleep(Duration::from_millis(200 * u64::from(errors.min(25)))).await;
-        }
-        if errors >= 3
-            && let Ok(recreated) = contract::ensure_webhook_consumer(&js, &settings).await
-        {
-            consumer = recreated;
-        }
-        while running.try_join_next().is_some() {}
+    // Runs until aborted: the deliveries in flight then are dropped with it.
+    let _running = FetchLoop {
+        what: "webhook events",
+        consumer,
+        recreate: || contract::ensure_webhook_consumer(&js, &settings),
+        concurrency: config.concurrency,
     }
-}
-
-async fn fetch(
-    consumer: &PullConsumer,
-    n: usize,
-) -> Result<async_nats::jetstream::consumer::pull::Batch, async_nats::Error> {
-    Ok(consumer
-        .batch()
-        .max_messages(n)
-        .expires(PULL_EXPIRY)
-        .messages()
-        .await?)
+    .run(
+        |msg| {
+            let (config, store) = (config.clone(), store.clone());
+            async move { deliver(&config, &store, msg, progress).await }
+        },
+        std::future::pending::<()>(),
+    )
+    .await;
 }
 
 /// One delivery attempt of one message, to its end (acknowledged, nak'ed or terminated).
@@ -148,16 +101,7 @@ async fn deliver(config: &WebhookConfig, store: &JobStore, msg: Message, progres
     };
     let id = event.message_id(record.id);
 
-    // A duplicate (emitted again after the de-duplication window) or a redelivery of an event
-    // already settled: nothing to send.
-    if let Ok(Some(current)) = store.get(record.id).await
-        && let Some(done) = current
-            .record
-            .webhooks
-            .iter()
-            .find(|d| d.event == event && (d.delivered || d.attempts >= config.max_attempts))
-    {
-        tracing::debug!(delivered = done.delivered, "webhook event already settled");
+    if already_settled(config, store, record.id, event).await {
         ack(&msg, AckKind::Ack).await;
         return;
     }
@@ -175,31 +119,97 @@ async fn deliver(config: &WebhookConfig, store: &JobStore, msg: Message, progres
     // The body is the job view of the record as it was when the event happened: the same
     // bytes on every attempt.
     let body = serde_json::to_vec(&crate::replies::JobView::new(&record)).unwrap_or_default();
-    let outcome = {
-        let call = attempt_once(config, &url, &id, body);
-        tokio::pin!(call);
-        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + progress, progress);
-        loop {
-            tokio::select! {
-                outcome = &mut call => break outcome,
-                _ = ticker.tick() => ack(&msg, AckKind::Progress).await,
-            }
-        }
-    };
+    let outcome = with_progress_acks(&msg, progress, attempt_once(config, &url, &id, body)).await;
     metrics::counter!("tandem_webhook_attempts_total", "outcome" => match &outcome {
         Attempt::Delivered(_) => "delivered",
         Attempt::Failed(..) => "failed",
         Attempt::Refused(_) => "refused",
     })
     .increment(1);
+    let delivery = Delivery {
+        store,
+        job: record.id,
+        event,
+        id: &id,
+        attempt,
+    };
+    settle(config, &msg, &delivery, outcome).await;
+}
+
+/// A duplicate (emitted again after the de-duplication window) or a redelivery of an event
+/// the record shows delivered or given up: nothing to send.
+async fn already_settled(
+    config: &WebhookConfig,
+    store: &JobStore,
+    job: JobId,
+    event: WebhookEvent,
+) -> bool {
+    let Ok(Some(current)) = store.get(job).await else {
+        return false;
+    };
+    let settled = current
+        .record
+        .webhooks
+        .iter()
+        .find(|d| d.event == event && (d.delivered || d.attempts >= config.max_attempts));
+    if let Some(done) = settled {
+        tracing::debug!(delivered = done.delivered, "webhook event already settled");
+    }
+    settled.is_some()
+}
+
+/// Runs `call`, telling JetStream every `period` that the message is still being worked on.
+async fn with_progress_acks(
+    msg: &Message,
+    period: Duration,
+    call: impl Future<Output = Attempt>,
+) -> Attempt {
+    tokio::pin!(call);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        tokio::select! {
+            outcome = &mut call => return outcome,
+            _ = ticker.tick() => ack(msg, AckKind::Progress).await,
+        }
+    }
+}
+
+/// One attempt at one event, for recording it.
+struct Delivery<'a> {
+    store: &'a JobStore,
+    job: JobId,
+    event: WebhookEvent,
+    /// The `webhook-id`.
+    id: &'a str,
+    attempt: u32,
+}
+
+impl Delivery<'_> {
+    async fn note(&self, change: impl Fn(&mut WebhookDelivery)) {
+        note(
+            self.store,
+            self.job,
+            self.event,
+            self.id,
+            self.attempt,
+            change,
+        )
+        .await;
+    }
+}
+
+/// Records how the attempt went, then acknowledges, retries later (nak) or gives up (term).
+async fn settle(config: &WebhookConfig, msg: &Message, delivery: &Delivery<'_>, outcome: Attempt) {
+    let attempt = delivery.attempt;
     match outcome {
         Attempt::Delivered(status) => {
-            note(store, record.id, event, &id, attempt, |d| {
-                d.delivered = true;
-                d.last_status = Some(status);
-                d.last_error = None;
-            })
-            .await;
+            delivery
+                .note(|d| {
+                    d.delivered = true;
+                    d.last_status = Some(status);
+                    d.last_error = None;
+                })
+                .await;
             if let Err(e) = msg.double_ack().await {
                 tracing::warn!(error = %e, "webhook ack not confirmed; a redelivery is dropped unsent");
             }
@@ -207,31 +217,34 @@ async fn deliver(config: &WebhookConfig, store: &JobStore, msg: Message, progres
         }
         Attempt::Refused(reason) => {
             tracing::warn!(%reason, "webhook refused at delivery");
-            note(store, record.id, event, &id, attempt, |d| {
-                d.last_status = None;
-                d.last_error = Some(format!("refused: {reason}"));
-            })
-            .await;
-            ack(&msg, AckKind::Term).await;
+            delivery
+                .note(|d| {
+                    d.last_status = None;
+                    d.last_error = Some(format!("refused: {reason}"));
+                })
+                .await;
+            ack(msg, AckKind::Term).await;
         }
         Attempt::Failed(status, reason) if attempt >= config.max_attempts => {
             tracing::warn!(%reason, attempt, "webhook failed; giving up");
-            note(store, record.id, event, &id, attempt, |d| {
-                d.last_status = status;
-                d.last_error = Some(format!("gave up after {attempt} attempts: {reason}"));
-            })
-            .await;
-            ack(&msg, AckKind::Term).await;
+            delivery
+                .note(|d| {
+                    d.last_status = status;
+                    d.last_error = Some(format!("gave up after {attempt} attempts: {reason}"));
+                })
+                .await;
+            ack(msg, AckKind::Term).await;
         }
         Attempt::Failed(status, reason) => {
             let delay = config.retry_delay(attempt);
             tracing::info!(%reason, retry_in = ?delay, "webhook failed; will retry");
-            note(store, record.id, event, &id, attempt, |d| {
-                d.last_status = status;
-                d.last_error = Some(reason.clone());
-            })
-            .await;
-            ack(&msg, AckKind::Nak(Some(delay))).await;
+            delivery
+                .note(|d| {
+                    d.last_status = status;
+                    d.last_error = Some(reason.clone());
+                })
+                .await;
+            ack(msg, AckKind::Nak(Some(delay))).await;
         }
     }
 }
