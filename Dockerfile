@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # Tandem's container image: one image for the three Tandem services; docker-compose.yml picks
 # the binary with `command`.
 #
@@ -15,7 +13,12 @@
 # with scripts/setup: the same pinned PyPI wheel, checked against the same SHA-256 sums, as a
 # local install. Stage 2 (debian:bookworm-slim: the same glibc) carries only what runs.
 # Linux x86_64 only, like scripts/setup's pinned downloads (compose asks for linux/amd64).
-# tests/it/compose.rs checks this file against scripts/setup and docker-compose.yml.
+# tests/it/compose/ checks this file against scripts/setup and docker-compose.yml.
+#
+# No `# syntax=` line: BuildKit's built-in frontend reads this file (RUN --mount, COPY --chmod),
+# so nothing is pulled for it. Without a registry (no rust or debian image to pull), the same
+# runtime stage is built from host-built binaries by docker/prebuilt.Dockerfile
+# (scripts/compose-env; tests/compose/ checks that the two say the same).
 
 # ONNX Runtime as scripts/setup pins it (version, wheel and library SHA-256). The build checks
 # that scripts/setup says the same, so the two cannot drift apart unnoticed.

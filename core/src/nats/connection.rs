@@ -64,6 +64,12 @@ impl Loaded {
     }
 }
 
+/// How often the client pings its server. A server cut off by the network (no reset, just
+/// silence) is given up after two unanswered pings and another node of the cluster is tried:
+/// with async-nats's default of 60 s, a client stayed on a silent node for minutes (found by the
+/// compose tests' partition case).
+const PING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn options(
     settings: &NatsSettings,
     name: &str,
@@ -72,6 +78,7 @@ fn options(
     let mut options = ConnectOptions::new()
         .name(name)
         .max_reconnects(None)
+        .ping_interval(PING_INTERVAL)
         .event_callback(|event| async move {
             match event {
                 async_nats::Event::Connected => tracing::info!("connected to NATS"),
