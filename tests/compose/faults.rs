@@ -7,7 +7,6 @@
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-use tandem_core::nats::{JOBS_STREAM, WORKER_CONSUMER};
 
 use crate::{
     LABEL, PHOTO, RATE,
@@ -67,17 +66,8 @@ const NATS: &[u16] = &[NATS_PORTS[0]];
 
 /// Jobs waiting for a worker (`num_pending`) and held by one (`num_ack_pending`).
 async fn consumer_state(js: &jetstream::Context) -> Option<(u64, usize)> {
-    let mut consumer = js
-        .get_stream(JOBS_STREAM)
+    crate::support::queue::worker_consumer(js)
         .await
-        .ok()?
-        .get_consumer::<jetstream::consumer::pull::Config>(WORKER_CONSUMER)
-        .await
-        .ok()?;
-    consumer
-        .info()
-        .await
-        .ok()
         .map(|i| (i.num_pending, i.num_ack_pending))
 }
 
@@ -159,15 +149,9 @@ async fn down_then_up_with_jobs_queued(stack: &Stack) {
     load.wait_accepted(25, Duration::from_secs(60)).await;
     let submissions = load.stop().await;
     let js = jetstream_on(NATS).await;
-    let queued = js
-        .get_stream(JOBS_STREAM)
+    let queued = crate::support::queue::stored_jobs(&js)
         .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .state
-        .messages;
+        .expect("the jobs stream answers");
     drop(js);
     stack.compose(&["down"]);
     let volume = stack.volume("nats-data");

@@ -22,7 +22,7 @@
 //! --test compose`. Without `TANDEM_COMPOSE_TESTS=1` the Docker cases print why they skip (so
 //! `cargo test --workspace` does not run them); with it, a missing engine or image fails them.
 //!
-//! The tally is the fault suite's own (`tests/faults/tally.rs` and `load.rs`, compiled into this
+//! The tally is the fault suite's own (`tests/support/tally.rs` and `load.rs`, used by this
 //! binary as they are).
 
 #![allow(
@@ -31,17 +31,10 @@
     missing_debug_implementations
 )]
 
-/// The helpers of the other suites: this package's library (`tests/support/`).
+/// The helpers of the other suites: this package's library (`tests/support/`), the fault
+/// suite's load and tally among them.
 use tandem_tests as support;
-
-// The fault suite's load and tally, shared as they are (they need `crate::support` and
-// `crate::load`, which this crate provides as the fault suite does).
-#[allow(dead_code)]
-#[path = "../faults/load.rs"]
-mod load;
-#[allow(dead_code)]
-#[path = "../faults/tally.rs"]
-mod tally;
+use tandem_tests::{load, tally};
 
 mod cluster;
 mod docker;

@@ -5,7 +5,7 @@
 //! gateway, slow-workers: `tests/support/`), submits jobs through the gateway at a steady
 //! rate the way a careful client does (an `Idempotency-Key` per submission, refused attempts
 //! retried), injects one fault, stops the load, waits for every accepted job to end, and counts:
-//! submitted / succeeded / lost / duplicated (see `tally.rs`). The bar is 0 lost and 0
+//! submitted / succeeded / lost / duplicated (see `tests/support/tally.rs`). The bar is 0 lost and 0
 //! duplicated; each case prints its table row (the README's "Faults" table comes from here):
 //!
 //! - (a) `processes.rs`: a slow-worker process SIGKILLed while it runs jobs;
@@ -28,17 +28,15 @@
 
 /// The helpers that start real servers: this package's library (`tests/support/`).
 use tandem_tests as support;
+use tandem_tests::{load, tally};
 
 mod cluster;
 mod gateway;
-mod load;
 mod processes;
-mod tally;
 
 use std::time::Duration;
 
 use async_nats::jetstream;
-use tandem_core::nats::{JOBS_STREAM, WORKER_CONSUMER};
 
 use crate::load::Load;
 
@@ -59,14 +57,9 @@ async fn jetstream_on(url: &str) -> jetstream::Context {
 
 /// Jobs delivered to a worker and not yet acknowledged.
 async fn ack_pending(js: &jetstream::Context) -> Option<usize> {
-    let mut consumer = js
-        .get_stream(JOBS_STREAM)
+    support::queue::worker_consumer(js)
         .await
-        .ok()?
-        .get_consumer::<jetstream::consumer::pull::Config>(WORKER_CONSUMER)
-        .await
-        .ok()?;
-    consumer.info().await.ok().map(|i| i.num_ack_pending)
+        .map(|i| i.num_ack_pending)
 }
 
 /// Waits until `more` jobs beyond those accepted so far are accepted: the service takes jobs

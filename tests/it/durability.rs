@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use tandem_core::{
     job::JobId,
-    nats::{JOBS_BUCKET, JOBS_STREAM, JOBS_SUBJECT, WORKER_CONSUMER},
+    nats::{JOBS_BUCKET, JOBS_SUBJECT},
     slow_job::{ImageRef, SlowJob},
 };
 
@@ -44,12 +44,9 @@ async fn history(js: &jetstream::Context, id: &str) -> Vec<Value> {
 
 /// The workers' consumer, as JetStream counts its messages now.
 async fn worker_consumer(js: &jetstream::Context) -> jetstream::consumer::Info {
-    js.get_stream(JOBS_STREAM)
+    crate::support::queue::worker_consumer(js)
         .await
-        .unwrap()
-        .consumer_info(WORKER_CONSUMER)
-        .await
-        .unwrap()
+        .expect("the workers' consumer answers")
 }
 
 #[tokio::test]
@@ -76,15 +73,9 @@ async fn nothing_is_lost_when_a_worker_is_killed_mid_run() {
     let js = jetstream(&app).await;
     let js = &js;
     eventually(FINAL, "the workers make progress", || async move {
-        let left = js
-            .get_stream(JOBS_STREAM)
+        let left = crate::support::queue::stored_jobs(js)
             .await
-            .unwrap()
-            .info()
-            .await
-            .unwrap()
-            .state
-            .messages;
+            .expect("the jobs stream answers");
         if left <= 170 {
             Ok(())
         } else {

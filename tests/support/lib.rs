@@ -1,11 +1,13 @@
 //! Helpers that start real servers for the system tests and stop them on drop: the library of
-//! the `tandem-tests` package, shared by the integration suite (`it/`) and the fault suite
-//! (`faults/`).
+//! the `tandem-tests` package, shared by the integration suite (`it/`), the fault suite
+//! (`faults/`) and the compose tests (`compose/`).
 //!
-//! Layout: `nats` and `cluster` (nats-servers), `model_server`, `delay` (a slow link to it), `gateway` (an HTTP client of
-//! the gateway), `app` (the whole service in one process, workers as processes), `process`
-//! (the built service binaries), `sse`, `otlp` (a trace receiver), `remote` (a deployment
-//! named by `TANDEM_TEST_BASE_URL`).
+//! Layout: `nats` and `cluster` (nats-servers), `model_server`, `delay` (a slow link to it),
+//! `gateway` (an HTTP client of the gateway, every reply checked by `openapi`), `app` (the whole
+//! service in one process, workers as processes), `process` (the built service binaries),
+//! `sse`, `otlp` (a trace receiver), `webhook` (a receiver), `remote` (a deployment named by
+//! `TANDEM_TEST_BASE_URL`), `queue` (JetStream's view of the job queue), `load` and `tally`
+//! (the fault cases' steady load and their count of lost and duplicated jobs).
 
 #![allow(
     clippy::unwrap_used,
@@ -17,13 +19,16 @@ pub mod app;
 pub mod cluster;
 pub mod delay;
 pub mod gateway;
+pub mod load;
 pub mod model_server;
 pub mod nats;
 pub mod openapi;
 pub mod otlp;
 pub mod process;
+pub mod queue;
 pub mod remote;
 pub mod sse;
+pub mod tally;
 pub mod webhook;
 
 use std::{

@@ -14,7 +14,7 @@ use futures::StreamExt as _;
 use serde_json::Value;
 use tandem_core::nats::JOBS_BUCKET;
 
-use crate::{load::Submission, support::gateway::Gateway};
+use crate::{gateway::Gateway, load::Submission};
 
 /// How long accepted jobs may take to end once the load stopped.
 const SETTLE: Duration = Duration::from_secs(90);
@@ -67,7 +67,7 @@ impl Tally {
         let row = self.row(notes);
         let _ = writeln!(std::io::stderr(), "faults: {row}");
         // One file per case, rewritten each run: `cat target/tmp/faults/*.md` is the last table.
-        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("faults");
+        let dir = target_tmp().join("faults");
         let slug: String = self
             .case
             .chars()
@@ -235,4 +235,15 @@ async fn result_writes(js: &jetstream::Context, id: &str) -> usize {
     slow.windows(2)
         .filter(|w| !w[1].is_null() && w[1] != w[0])
         .count()
+}
+
+/// `target/tmp` (cargo's `CARGO_TARGET_TMPDIR`, which only test targets get at compile time):
+/// found from the running test binary, `target/<profile>/deps/<test>`.
+fn target_tmp() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .unwrap_or(std::path::Path::new("target"));
+    target.join("tmp")
 }
