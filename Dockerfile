@@ -9,25 +9,39 @@
 #
 #   docker build -t tandem:local .      (`docker compose up --build` does this for you)
 #
-# Stage 1 (the Rust image, Debian bookworm) builds the release binaries and fetches ONNX Runtime
-# with scripts/setup: the same pinned PyPI wheel, checked against the same SHA-256 sums, as a
-# local install. Stage 2 (debian:bookworm-slim: the same glibc) carries only what runs.
+# Where the binaries come from is the build argument TANDEM_BINARIES:
+#   source    (the default) stage `binaries-source`: the Rust image (Debian bookworm) builds the
+#             release binaries and fetches ONNX Runtime with scripts/setup: the same pinned PyPI
+#             wheel, checked against the same SHA-256 sums, as a local install.
+#   prebuilt  stage `binaries-prebuilt`: release binaries built on the host and its .tandem/lib,
+#             from docker/prebuilt/ (bin/, lib/), which scripts/compose-env fills (and empties
+#             again) for machines with no registry. The binaries link against the host's glibc.
+# `FROM binaries-${TANDEM_BINARIES}` names the one used; BuildKit builds only that one (a
+# prebuilt build pulls no rust image). The runtime stage, the same for both, runs on
+# TANDEM_BASE_IMAGE (default debian:bookworm-slim: the builder's glibc); scripts/compose-env
+# gives it a minimal Debian of the host's release that it makes without a registry.
+#
+#   docker build --build-arg TANDEM_BINARIES=prebuilt --build-arg TANDEM_BASE_IMAGE=... .
+#
 # Linux x86_64 only, like scripts/setup's pinned downloads (compose asks for linux/amd64).
-# tests/it/compose/ checks this file against scripts/setup and docker-compose.yml.
+# tests/it/compose/ checks this file against scripts/setup, scripts/compose-env and the compose
+# files.
 #
 # No `# syntax=` line: BuildKit's built-in frontend reads this file (RUN --mount, COPY --chmod),
-# so nothing is pulled for it. Without a registry (no rust or debian image to pull), the same
-# runtime stage is built from host-built binaries by docker/prebuilt.Dockerfile
-# (scripts/compose-env; tests/compose/ checks that the two say the same).
+# so nothing is pulled for it.
 
 # ONNX Runtime as scripts/setup pins it (version, wheel and library SHA-256). The build checks
 # that scripts/setup says the same, so the two cannot drift apart unnoticed.
 ARG ORT_VERSION=1.32.0
 ARG ORT_WHEEL_SHA256=5a34fc4dfeb5a7b4a74c95dcba1e773d722abda720b474edf1b0c419dc6d163d
 ARG ORT_LIB_SHA256=6c1585d1bbf45b0712ea4a21b705c5fcb4ba04ff2e30f1fbf81a49faf658638f
+# source | prebuilt: which stage below provides /out/bin and /out/lib.
+ARG TANDEM_BINARIES=source
+# What the runtime stage runs on.
+ARG TANDEM_BASE_IMAGE=debian:bookworm-slim
 
-# ---- build ------------------------------------------------------------------------------------
-FROM rust:1.95-bookworm AS build
+# ---- binaries-source: built here ------------------------------------------------------------
+FROM rust:1.95-bookworm AS binaries-source
 ARG ORT_VERSION
 ARG ORT_WHEEL_SHA256
 ARG ORT_LIB_SHA256
@@ -52,7 +66,8 @@ RUN TANDEM_NATS_SERVER=/bin/true scripts/setup >/dev/null \
     && mkdir -p /out/lib \
     && cp -a .tandem/lib/. /out/lib/
 
-# The workspace (.dockerignore keeps target/, .tandem/, models/ and node_modules/ out).
+# The workspace (.dockerignore keeps target/, .tandem/, models/ and node_modules/ out;
+# docker/prebuilt/ exists only while scripts/compose-env builds, and is not used here).
 COPY . .
 # Cache mounts keep the crates and incremental build output between builds; the binaries are
 # copied out of the cached target/ in the same step.
@@ -64,22 +79,38 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && cp target/release/tandem-gateway target/release/tandem-model-server \
         target/release/tandem-slow-worker /out/bin/
 
-# ---- runtime ----------------------------------------------------------------------------------
-FROM debian:bookworm-slim AS runtime
+# ---- binaries-prebuilt: built on the host (scripts/compose-env) -----------------------------
+# docker/prebuilt/bin: the three binaries of `cargo build --release`; docker/prebuilt/lib:
+# .tandem/lib (libonnxruntime.so.<version> and its links, scripts/setup's pinned copy).
+FROM scratch AS binaries-prebuilt
+COPY docker/prebuilt/lib/ /out/lib/
+COPY docker/prebuilt/bin/ /out/bin/
+
+# ---- binaries: the one TANDEM_BINARIES names ------------------------------------------------
+FROM binaries-${TANDEM_BINARIES} AS binaries
+
+# ---- runtime: the same for both ---------------------------------------------------------------
+FROM ${TANDEM_BASE_IMAGE} AS runtime
 ARG ORT_VERSION
 
 RUN useradd --system --user-group --uid 10001 --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin tandem
 
-COPY --from=build /out/lib/ /usr/local/lib/onnxruntime/
-COPY --from=build /out/bin/ /usr/local/bin/
+COPY --from=binaries /out/lib/ /usr/local/lib/onnxruntime/
+COPY --from=binaries /out/bin/ /usr/local/bin/
 COPY --chmod=0755 docker/http-ok /usr/local/bin/http-ok
 
-# Fails the build if ONNX Runtime needs a library the slim image lacks (it needs libstdc++,
+# Fails the build if ONNX Runtime needs a library the base image lacks (it needs libstdc++,
 # which bookworm-slim has).
 RUN out=$(ldd "/usr/local/lib/onnxruntime/libonnxruntime.so.${ORT_VERSION}") \
     && echo "$out" \
     && case "$out" in *"not found"*) exit 1 ;; esac
+# Fails the build if a binary needs a library (or a newer glibc) the base image lacks: binaries
+# built elsewhere (prebuilt), or a TANDEM_BASE_IMAGE other than the builder's release.
+RUN for bin in tandem-gateway tandem-model-server tandem-slow-worker; do \
+        out=$(ldd "/usr/local/bin/$bin" 2>&1); \
+        case "$out" in *"not found"*) echo "$bin: $out" >&2; exit 1 ;; esac; \
+    done
 
 ENV ORT_DYLIB_PATH=/usr/local/lib/onnxruntime/libonnxruntime.so.${ORT_VERSION}
 

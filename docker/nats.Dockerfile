@@ -2,7 +2,7 @@
 # (.tandem/bin/nats-server, checked against its SHA-256 there), on nothing (FROM scratch), run
 # as an unprivileged user. It stands in for the official `nats:2.12.8` image where none can be
 # pulled: same entry point (/nats-server), same arguments, so the compose files run unchanged
-# (`TANDEM_NATS_IMAGE` names it; see tests/compose/local.yml).
+# (`TANDEM_NATS_IMAGE` names it: the compose files read it).
 #
 # Built by scripts/compose-env from a staging folder holding `nats-server` and an empty `data/`
 # (the store's mount point, owned by the user, so that a new volume mounted there is too).

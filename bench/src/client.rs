@@ -90,10 +90,26 @@ pub fn job_id(body: &[u8]) -> anyhow::Result<String> {
         .with_context(|| format!("no job_id in {}", String::from_utf8_lossy(body)))
 }
 
-/// The gateway's model call time (`fast.inference_ms`) of a `/predict` reply.
-pub fn fast_inference_ms(body: &[u8]) -> Option<f64> {
-    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    value["fast"]["inference_ms"].as_f64()
+/// What the load generator reads from a `/predict` reply (parsed once).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PredictReply {
+    /// `fast.inference_ms`: the gateway's model call.
+    pub fast_inference_ms: Option<f64>,
+    /// `escalated`: whether the job went on to the slow model.
+    pub escalated: Option<bool>,
+}
+
+impl PredictReply {
+    /// The reply's fields; all `None` when it is not JSON.
+    pub fn of(body: &[u8]) -> Self {
+        match serde_json::from_slice::<serde_json::Value>(body) {
+            Ok(value) => Self {
+                fast_inference_ms: value["fast"]["inference_ms"].as_f64(),
+                escalated: value["escalated"].as_bool(),
+            },
+            Err(_) => Self::default(),
+        }
+    }
 }
 
 /// One open `GET /job/<id>/events` stream, read straight off the socket.
@@ -237,8 +253,14 @@ mod tests {
     fn replies_give_their_job_id_and_model_time() {
         let body = br#"{"job_id": "abc", "fast": {"inference_ms": 6.5}}"#;
         assert_eq!(job_id(body).unwrap(), "abc");
-        assert_eq!(fast_inference_ms(body), Some(6.5));
+        assert_eq!(PredictReply::of(body).fast_inference_ms, Some(6.5));
         assert!(job_id(b"{}").is_err());
-        assert_eq!(fast_inference_ms(b"not json"), None);
+        assert_eq!(PredictReply::of(b"not json"), PredictReply::default());
+        let reply = PredictReply::of(br#"{"escalated": false, "fast": {"inference_ms": 2}}"#);
+        assert_eq!(
+            (reply.escalated, reply.fast_inference_ms),
+            (Some(false), Some(2.0))
+        );
+        assert_eq!(PredictReply::of(b"{}").escalated, None);
     }
 }

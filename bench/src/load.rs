@@ -15,24 +15,27 @@ use crate::{
     stats::ms_since,
 };
 
-/// One request, sent again and again: with a photo, its bytes made unique each time; without
-/// one, an empty body.
+/// One request, sent again and again: with photos, each in turn (every client starting at its
+/// own), their bytes made unique each time; without, an empty body.
 #[derive(Debug, Clone)]
 pub struct Call {
     pub method: Method,
-    pub path: &'static str,
-    pub content_type: Option<&'static str>,
-    pub photo: Option<Photo>,
+    pub path: String,
+    pub photos: Vec<Photo>,
 }
 
 impl Call {
     /// `POST /predict` with the photo as a raw `image/*` body.
     pub fn predict(photo: &Photo) -> Self {
+        Self::predict_each("/predict", std::slice::from_ref(photo))
+    }
+
+    /// `POST path` (`/predict?...`) with each of `photos` in turn as a raw `image/*` body.
+    pub fn predict_each(path: &str, photos: &[Photo]) -> Self {
         Self {
             method: Method::POST,
-            path: "/predict",
-            content_type: Some(photo.content_type),
-            photo: Some(photo.clone()),
+            path: path.to_owned(),
+            photos: photos.to_vec(),
         }
     }
 
@@ -40,9 +43,8 @@ impl Call {
     pub fn healthz() -> Self {
         Self {
             method: Method::GET,
-            path: "/healthz",
-            content_type: None,
-            photo: None,
+            path: "/healthz".to_owned(),
+            photos: Vec::new(),
         }
     }
 }
@@ -56,6 +58,8 @@ pub struct Outcome {
     pub model_call_ms: Vec<f64>,
     /// Requests answered with another status than 200, or failed.
     pub errors: u64,
+    /// `/predict` replies saying `"escalated": true` (the job went on to the slow model).
+    pub escalated: u64,
     /// Successful requests per second, from the replies of the window's last two thirds.
     pub per_sec: f64,
 }
@@ -72,9 +76,9 @@ pub async fn run(
     // Throughput counts the replies of the last two thirds only: every client is busy from the
     // start, but no reply arrives in the first round trip, which would bias a short window.
     let counted_from = started + Duration::from_secs_f64(secs / 3.0);
-    let clients = (0..concurrency).map(|_| {
+    let clients = (0..concurrency).map(|first| {
         let call = call.clone();
-        tokio::spawn(async move { client_loop(addr, call, counted_from, end).await })
+        tokio::spawn(async move { client_loop(addr, call, first, counted_from, end).await })
     });
     let mut outcome = Outcome::default();
     let mut finished_in_window = 0usize;
@@ -83,31 +87,35 @@ pub async fn run(
         outcome.latencies.extend(one.latencies);
         outcome.model_call_ms.extend(one.model_call_ms);
         outcome.errors += one.errors;
+        outcome.escalated += one.escalated;
         finished_in_window += in_window;
     }
     outcome.per_sec = finished_in_window as f64 / (secs * 2.0 / 3.0);
     Ok(outcome)
 }
 
+/// One client: sends `call` (from its photo `first` on) until `end`.
 async fn client_loop(
     addr: SocketAddr,
     call: Call,
+    first: usize,
     counted_from: Instant,
     end: Instant,
 ) -> anyhow::Result<(Outcome, usize)> {
     let mut conn = Conn::connect(addr).await?;
     let mut outcome = Outcome::default();
     let mut in_window = 0;
+    let mut next = first;
     while Instant::now() < end {
+        let photo = (!call.photos.is_empty()).then(|| &call.photos[next % call.photos.len()]);
+        next += 1;
         let t = Instant::now();
         let sent = conn
             .send(
                 call.method.clone(),
-                call.path,
-                call.content_type,
-                call.photo
-                    .as_ref()
-                    .map_or_else(Bytes::new, Photo::unique_bytes),
+                &call.path,
+                photo.map(|p| p.content_type),
+                photo.map_or_else(Bytes::new, Photo::unique_bytes),
             )
             .await;
         match sent {
@@ -117,9 +125,11 @@ async fn client_loop(
                 if now >= counted_from && now <= end {
                     in_window += 1;
                 }
-                if let Some(ms) = client::fast_inference_ms(&body) {
+                let reply = client::PredictReply::of(&body);
+                if let Some(ms) = reply.fast_inference_ms {
                     outcome.model_call_ms.push(ms);
                 }
+                outcome.escalated += u64::from(reply.escalated == Some(true));
             }
             Ok(_) => outcome.errors += 1,
             Err(_) => {

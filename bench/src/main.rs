@@ -3,19 +3,24 @@
 //! Rows (see BENCHMARKS.md): a. the floor, each model on ONNX Runtime in process; b. `/predict`
 //! latency and throughput against concurrency; c. submit -> SSE `succeeded`; d. `/predict` with
 //! the slow queue saturated; e. the pipeline's ceiling with the null model; f. 10,000 SSE
-//! clients on one job. The services run as the release binaries, each its own process, on
+//! clients on one job; g. escalation: a mixed workload with `escalate=always` against `auto`
+//! on thresholds `tandem calibrate` chose for it. The services run as the release binaries, each its own process, on
 //! random loopback ports, with nats-server on a temporary store. The load generator is this
 //! process: one thread, keep-alive HTTP/1.1 connections.
 //!
 //! Layout: `stats` (percentiles, CPU and memory from /proc), `client` (HTTP and SSE clients),
 //! `load` (closed-loop load), `procs` (the services), `inputs` (photos, model repositories with
-//! changed settings), `floor`, `fast` (b, d), `slow` (c, e), `fanout` (f), `report` (targets
-//! and tables), `breakdown` (where the time goes), `variants` (row b's other settings), `chart`
-//! (the PNG).
+//! changed settings), `floor`, `fast` (b, d), `slow` (c, e), `fanout` (f), `calibration` (g's
+//! workload, the test photos' variants, and `tandem calibrate` on it), `escalation` (g),
+//! `paired` (floor and service in alternation), `report` (targets), `tables` (markdown),
+//! `output` (the files written), `breakdown` (where the time goes), `variants` (row b's other
+//! settings), `chart` (the PNG).
 
 mod breakdown;
+mod calibration;
 mod chart;
 mod client;
+mod escalation;
 mod fanout;
 mod fast;
 mod floor;
@@ -52,8 +57,8 @@ use crate::{
 #[command(name = "tandem-bench", version, args_override_self = true)]
 pub struct Settings {
     /// Rows to run, of a (floor), b (/predict), c (slow answer), d (isolation), e (pipeline),
-    /// f (SSE fan-out).
-    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,e,f")]
+    /// f (SSE fan-out), g (escalation).
+    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,e,f,g")]
     pub rows: Vec<String>,
     /// Seconds each measurement runs (row b with the 12-megapixel photo: --big-secs).
     #[arg(long, default_value_t = 5.0)]
@@ -101,6 +106,22 @@ pub struct Settings {
     /// SSE clients in row f.
     #[arg(long, default_value_t = 10_000)]
     pub sse_clients: usize,
+    /// Clients submitting the mixed workload in row g.
+    #[arg(long, default_value_t = 4)]
+    #[serde(default)]
+    pub escalation_clients: usize,
+    /// Seconds each policy submits in each round of row g (then the slow path drains).
+    #[arg(long, default_value_t = 6.0)]
+    #[serde(default)]
+    pub escalation_secs: f64,
+    /// Rounds of row g: each runs both policies, in alternating order.
+    #[arg(long, default_value_t = 2)]
+    #[serde(default)]
+    pub escalation_rounds: usize,
+    /// TANDEM_ESCALATE_AUDIT_RATE of row g's gateway: the share of skipped jobs audited.
+    #[arg(long, default_value_t = 0.2)]
+    #[serde(default)]
+    pub audit_rate: f64,
     /// Where the service binaries are.
     #[arg(long, default_value = "target/release")]
     pub bin_dir: PathBuf,
@@ -136,6 +157,8 @@ impl Settings {
             self.light_jobs = 5;
             self.sse_clients = self.sse_clients.min(500);
             self.pipeline_clients = self.pipeline_clients.min(32);
+            self.escalation_secs = 1.5;
+            self.escalation_rounds = 1;
         }
     }
 }
@@ -207,6 +230,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         pipeline: None,
         submit_only: None,
         fanout: None,
+        escalation: None,
         targets: Vec::new(),
     };
     let mut failures = Vec::new();
@@ -302,6 +326,14 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
             Err(e) => failed("f", e),
         }
     }
+    if settings.row("g") {
+        println!("g. escalation: always against auto");
+        let out = root.join(&settings.out_dir);
+        match escalation::row_g(&settings, &env, &shipped, &out).await {
+            Ok(g) => results.escalation = Some(g),
+            Err(e) => failed("g", e),
+        }
+    }
     shipped.proc.stop().await;
 
     results.machine.load_after = stats::load_average();
@@ -313,8 +345,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Row b, dynamic batching: the fast model waiting up to 2 ms to fill a batch, at the
-/// concurrencies where batches can form.
+/// Where the binaries, nats-server, ONNX Runtime and the logs are.
 fn environment(settings: &Settings, root: &Path) -> anyhow::Result<procs::Env> {
     let nats_server = std::env::var_os("TANDEM_NATS_SERVER")
         .map(PathBuf::from)

@@ -29,6 +29,9 @@ pub fn others_share(r: &Results) -> f64 {
     splits.extend(r.isolation.iter().flat_map(|i| [&i.idle.cpu, &i.busy.cpu]));
     splits.extend(r.pipeline.iter().map(|p| &p.cpu));
     splits.extend(r.submit_only.iter().map(|s| &s.cpu));
+    if let Some(g) = &r.escalation {
+        splits.extend(g.always.cpu.iter().chain(&g.auto.cpu));
+    }
     let others: f64 = splits.iter().map(|s| s.others).sum();
     let capacity: f64 = splits.iter().map(|s| s.capacity).sum();
     if capacity > 0.0 {

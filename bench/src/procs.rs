@@ -224,6 +224,17 @@ impl Gateway {
         model_server_url: &str,
         fast_model: &str,
     ) -> anyhow::Result<Self> {
+        Self::start_with(env, nats, model_server_url, fast_model, &[]).await
+    }
+
+    /// [`Gateway::start`] with more settings (`TANDEM_*` variables and their values).
+    pub async fn start_with(
+        env: &Env,
+        nats: &Nats,
+        model_server_url: &str,
+        fast_model: &str,
+        settings: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let mut command = service(env, "tandem-gateway", None);
         command
@@ -232,7 +243,8 @@ impl Gateway {
             .env("TANDEM_MODEL_SERVER_URL", model_server_url)
             .env("TANDEM_FAST_MODEL", fast_model)
             // Queued jobs are never the limit of a measurement.
-            .env("TANDEM_QUEUE_MAX_JOBS", "1000000");
+            .env("TANDEM_QUEUE_MAX_JOBS", "1000000")
+            .envs(settings.iter().map(|(k, v)| (k, v)));
         let mut proc = Proc::spawn(env, "gateway", command)?;
         proc.wait_ready(&format!("http://{addr}/readyz"), Duration::from_secs(60))
             .await?;

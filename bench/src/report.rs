@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     Settings,
+    escalation::Escalation,
     fanout::Fanout,
     fast::{Isolation, PredictPoint},
     floor::Floor,
@@ -32,6 +33,9 @@ pub struct Results {
     pub pipeline: Option<JobsRun>,
     pub submit_only: Option<SubmitOnly>,
     pub fanout: Option<Fanout>,
+    /// Row g.
+    #[serde(default)]
+    pub escalation: Option<Escalation>,
     pub targets: Vec<Target>,
 }
 
@@ -164,6 +168,61 @@ impl Results {
                 )
             }),
         ));
+        targets.extend(escalation_targets(self.escalation.as_ref()));
         self.targets = targets;
     }
+}
+
+/// Row g's targets: `auto` costs the fast path nothing, saves slow-model work, and the jobs it
+/// skips keep the calibration's agreement in the audit sample.
+fn escalation_targets(g: Option<&Escalation>) -> [Target; 3] {
+    let latency = target(
+        "`escalate=auto` fast path p50 <= 1.1 x `escalate=always`'s (same workload, alternating)",
+        g.map(|g| {
+            let (a, b) = (&g.always.latency, &g.auto.latency);
+            let ratio = b.p50_ms / a.p50_ms;
+            (
+                format!(
+                    "{:.2} ms = {ratio:.2} x {:.2} ms (p99 {:.2} x)",
+                    b.p50_ms,
+                    a.p50_ms,
+                    b.p99_ms / a.p99_ms
+                ),
+                ratio <= 1.1,
+            )
+        }),
+    );
+    let saved = target(
+        "`escalate=auto` sends fewer jobs to the slow model than `always`",
+        g.map(|g| {
+            (
+                format!(
+                    "{:.2} slow inferences per job against {:.2}: {:.0} % saved",
+                    g.auto.slow_per_job(),
+                    g.always.slow_per_job(),
+                    g.saved_share() * 100.0
+                ),
+                g.saved_share() > 0.0,
+            )
+        }),
+    );
+    let agreement = target(
+        "skipped jobs agree with the slow model >= the calibration target (audit sample)",
+        g.map(|g| {
+            let audits = g.auto.audits_agreed + g.auto.audits_disagreed;
+            match g.auto.audit_agreement() {
+                Some(share) => (
+                    format!(
+                        "{:.0} of {audits:.0} audited agree: {:.1} % (target {:.0} %)",
+                        g.auto.audits_agreed,
+                        share * 100.0,
+                        g.calibration.target * 100.0
+                    ),
+                    share >= g.calibration.target,
+                ),
+                None => ("no audit done".into(), false),
+            }
+        }),
+    );
+    [latency, saved, agreement]
 }

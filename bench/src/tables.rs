@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::{fast::SLOW, report::Results, stats::CpuSplit};
+use crate::{escalation::Escalation, fast::SLOW, report::Results, stats::CpuSplit};
 
 fn met(m: Option<bool>) -> &'static str {
     match m {
@@ -254,5 +254,71 @@ pub fn markdown(r: &Results) -> String {
             f.missed
         );
     }
+    if let Some(g) = &r.escalation {
+        escalation(w, g);
+    }
     md
+}
+
+/// Row g's table: the two policies side by side, then `auto` against `always`.
+fn escalation(w: &mut String, g: &Escalation) {
+    let c = &g.calibration;
+    let _ = writeln!(
+        w,
+        "\n### g. Escalation: `escalate=always` against `auto` on calibrated thresholds\n\n\
+         Workload: {} images (4 test photos and their variants, JPEG), {} clients, {} rounds of {:.1} s \
+         per policy in alternating order, each round's jobs then finished by one slow-worker. \
+         `tandem calibrate --target {}` on the same images ({:.1} s): global threshold {}, {} \
+         per-class thresholds; it predicted: {}. `TANDEM_ESCALATE_AUDIT_RATE` {}. \
+         Curve: `{}`.\n\n\
+         | policy | jobs | req/s | p50 ms | p99 ms | errors | escalated | slow inferences | per job | per s submitting | audited (agree) | audits dropped | slow path busy after s |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        c.images,
+        g.clients,
+        g.rounds,
+        g.secs,
+        c.target,
+        c.secs,
+        c.global_threshold,
+        c.per_class.len(),
+        c.summary.trim_start_matches("global threshold "),
+        g.audit_rate,
+        c.curve
+    );
+    for s in [&g.always, &g.auto] {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {:.1} | {:.2} | {:.2} | {} | {} | {:.0} | {:.3} | {:.1} | {:.0} ({:.0}) | {:.0} | {:.1} |",
+            s.policy,
+            s.submitted,
+            s.per_sec,
+            s.latency.p50_ms,
+            s.latency.p99_ms,
+            s.errors,
+            s.escalated,
+            s.slow_inferences,
+            s.slow_per_job(),
+            s.slow_per_sec(),
+            s.audits_agreed + s.audits_disagreed,
+            s.audits_agreed,
+            s.audits_dropped,
+            s.drain_secs
+        );
+    }
+    let (a, b) = (&g.always, &g.auto);
+    let agreement = b
+        .audit_agreement()
+        .map_or_else(|| "no audit".into(), |x| format!("{:.1} %", x * 100.0));
+    let _ = writeln!(
+        w,
+        "\n`auto` against `always`: p50 {:.2} x, p99 {:.2} x, throughput {:.2} x; slow-model \
+         inferences per job {:.0} % fewer; the audited skipped jobs agree {agreement}. CPU used by \
+         processes outside the benchmark while submitting: {:.1} % (always), {:.1} % (auto) of the machine.",
+        b.latency.p50_ms / a.latency.p50_ms,
+        b.latency.p99_ms / a.latency.p99_ms,
+        b.per_sec / a.per_sec,
+        g.saved_share() * 100.0,
+        a.others_share() * 100.0,
+        b.others_share() * 100.0
+    );
 }

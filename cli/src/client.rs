@@ -21,6 +21,8 @@ pub struct Api {
     base: String,
     /// `--webhook`: sent with every `POST /predict` (`?webhook=<url>`).
     webhook: Option<String>,
+    /// More query parameters of every `POST /predict` (`escalate`, `deadline_ms`).
+    predict_params: Vec<(&'static str, String)>,
 }
 
 impl Api {
@@ -38,6 +40,7 @@ impl Api {
             http,
             base: base.as_str().trim_end_matches('/').to_owned(),
             webhook: None,
+            predict_params: Vec::new(),
         })
     }
 
@@ -47,15 +50,34 @@ impl Api {
         Self { webhook, ..self }
     }
 
-    /// `/predict`, with the `webhook` query parameter when there is one.
+    /// This client, sending `name=value` with every `POST /predict` (`--escalate`,
+    /// `--deadline-ms`); nothing when `value` is `None`.
+    pub fn with_predict_param(mut self, name: &'static str, value: Option<String>) -> Self {
+        if let Some(value) = value {
+            self.predict_params.push((name, value));
+        }
+        self
+    }
+
+    /// `/predict`, with the `webhook` query parameter when there is one, and the others.
     fn predict_url(&self) -> String {
         let url = self.url("/predict");
-        match &self.webhook {
-            Some(webhook) => match Url::parse_with_params(&url, [("webhook", webhook)]) {
-                Ok(with) => with.to_string(),
-                Err(_) => url,
-            },
-            None => url,
+        let params: Vec<(&str, &str)> = self
+            .webhook
+            .iter()
+            .map(|webhook| ("webhook", webhook.as_str()))
+            .chain(
+                self.predict_params
+                    .iter()
+                    .map(|(name, value)| (*name, value.as_str())),
+            )
+            .collect();
+        if params.is_empty() {
+            return url;
+        }
+        match Url::parse_with_params(&url, params) {
+            Ok(with) => with.to_string(),
+            Err(_) => url,
         }
     }
 
@@ -279,6 +301,22 @@ fn encode_segment(raw: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn predict_parameters_are_in_the_query() {
+        let api = Api::new("http://gw.example", None)
+            .unwrap()
+            .with_webhook(Some("http://hooks.example/a?b".into()))
+            .with_predict_param("escalate", Some("never".into()))
+            .with_predict_param("deadline_ms", None)
+            .with_predict_param("deadline_ms", Some("1500".into()));
+        assert_eq!(
+            api.predict_url(),
+            "http://gw.example/predict?webhook=http%3A%2F%2Fhooks.example%2Fa%3Fb&escalate=never&deadline_ms=1500"
+        );
+        let plain = Api::new("http://gw.example", None).unwrap();
+        assert_eq!(plain.predict_url(), "http://gw.example/predict");
+    }
 
     #[test]
     fn ids_stay_one_path_segment() {

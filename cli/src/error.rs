@@ -9,7 +9,8 @@ pub const EXIT_OK: u8 = 0;
 /// The server answered, but a job failed or was cancelled, or it refused a request (an image
 /// that is not one, an unknown job id, a full queue).
 pub const EXIT_FAILED: u8 = 1;
-/// Bad usage, a local file that cannot be read, or a gateway that cannot be reached.
+/// Bad usage, a local file that cannot be read, or a gateway or model server that cannot be
+/// reached.
 pub const EXIT_USAGE: u8 = 2;
 
 /// A failed command.
@@ -37,6 +38,8 @@ pub enum CliError {
     },
     /// The gateway answered something this client does not understand.
     Protocol(String),
+    /// The model server (`calibrate`) cannot be reached, or lacks a model.
+    ModelServer { url: String, detail: String },
 }
 
 impl CliError {
@@ -48,7 +51,8 @@ impl CliError {
             | Self::Io { .. }
             | Self::Unreachable { .. }
             | Self::Disconnected(_)
-            | Self::Protocol(_) => EXIT_USAGE,
+            | Self::Protocol(_)
+            | Self::ModelServer { .. } => EXIT_USAGE,
         }
     }
 
@@ -64,6 +68,7 @@ impl CliError {
             Self::Disconnected(_) => "disconnected",
             Self::Api { code, .. } => code,
             Self::Protocol(_) => "protocol",
+            Self::ModelServer { .. } => "model_server",
         }
     }
 
@@ -118,6 +123,7 @@ impl fmt::Display for CliError {
                 message,
                 ..
             } => write!(f, "{message} ({code}, HTTP {status})"),
+            Self::ModelServer { url, detail } => write!(f, "the model server at {url}: {detail}"),
         }
     }
 }

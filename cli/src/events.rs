@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::error::{CliError, describe_transport};
 
 /// The job states after which nothing changes (the gateway then ends the stream).
-const FINAL_STATES: [&str; 3] = ["succeeded", "failed", "cancelled"];
+const FINAL_STATES: [&str; 4] = ["succeeded", "failed", "cancelled", "expired"];
 
 /// How long a connection may stay silent before it is presumed dead. The gateway sends a
 /// keep-alive comment every 15 s by default.

@@ -220,7 +220,10 @@ fn worth_retrying(error: &CliError) -> bool {
     match error {
         CliError::Unreachable { .. } | CliError::Disconnected(_) => true,
         CliError::Api { status, .. } => *status >= 500 || *status == 429,
-        CliError::Usage(_) | CliError::Io { .. } | CliError::Protocol(_) => false,
+        CliError::Usage(_)
+        | CliError::Io { .. }
+        | CliError::Protocol(_)
+        | CliError::ModelServer { .. } => false,
     }
 }
 

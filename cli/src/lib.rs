@@ -1,20 +1,23 @@
 //! `tandem`, the command-line client of a Tandem gateway (two-speed image classification: a
-//! fast label now, a better one a moment later). It has three commands, `predict`, `job` and
-//! `watch`, and uses the gateway's public HTTP API only (`POST /predict`, `GET /job/<id>`,
-//! `GET /job/<id>/events`); the services are the workspace's other packages.
+//! fast label now, a better one a moment later). Its commands `predict`, `job` and `watch` use
+//! the gateway's public HTTP API only (`POST /predict`, `GET /job/<id>`,
+//! `GET /job/<id>/events`); `calibrate` talks to the model server instead (Open Inference
+//! Protocol gRPC, through `tandem_core`'s model client) and writes a thresholds file in
+//! `tandem_core::escalation`'s format. The services are the workspace's other packages.
 //!
 //! The modules:
 //! - `args`: the command line (clap);
 //! - `client`: the HTTP API;
 //! - `events`: one connection to a job's event stream (Server-Sent Events), each event a
 //!   change of the job; `follow`: that stream followed to the job's end, reconnecting;
-//! - `predict`, `job`, `watch`: the three commands;
+//! - `predict`, `job`, `watch`: the gateway's commands; `calibrate`: escalation thresholds;
 //! - `output`: what they print; `media`: the content type of an image file;
 //! - `error`: what can go wrong, and the exit code each means.
 //!
 //! [`main`] is the whole program; the binary (`src/main.rs`) only calls it.
 
 mod args;
+mod calibrate;
 mod client;
 mod error;
 mod events;
@@ -58,16 +61,16 @@ pub fn main() -> ExitCode {
 
 /// Runs a parsed command line; returns the exit code.
 pub async fn run(cli: Cli) -> u8 {
-    let result = match Api::new(&cli.url, cli.api_key.as_deref()) {
-        Ok(api) => match cli.command {
-            Command::Predict(args) => {
-                let api = api.clone().with_webhook(args.webhook.clone());
-                Ok(predict::run(&api, args).await)
-            }
-            Command::Job(args) => job::run(&api, args).await,
-            Command::Watch(args) => watch::run(&api, args).await,
-        },
-        Err(e) => Err(e),
+    let result = match (cli.command, Api::new(&cli.url, cli.api_key.as_deref())) {
+        // The model server's, not the gateway's: `--url` plays no part.
+        (Command::Calibrate(args), _) => calibrate::run(args).await,
+        (_, Err(e)) => Err(e),
+        (Command::Predict(args), Ok(api)) => {
+            let api = api.with_webhook(args.webhook.clone());
+            Ok(predict::run(&api, args).await)
+        }
+        (Command::Job(args), Ok(api)) => job::run(&api, args).await,
+        (Command::Watch(args), Ok(api)) => watch::run(&api, args).await,
     };
     result.unwrap_or_else(|e| {
         eprintln!("tandem: error: {e}");

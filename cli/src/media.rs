@@ -11,8 +11,8 @@ pub fn content_type(path: &Path, head: &[u8]) -> &'static str {
         .unwrap_or("application/octet-stream")
 }
 
-/// The image format the first bytes announce.
-fn sniff(head: &[u8]) -> Option<&'static str> {
+/// The image format the first bytes announce (12 are enough).
+pub fn sniff(head: &[u8]) -> Option<&'static str> {
     let starts = |magic: &[u8]| head.starts_with(magic);
     if starts(b"\xFF\xD8\xFF") {
         Some("image/jpeg")

@@ -184,6 +184,23 @@ pub fn summary(record: &Value) -> String {
     if let Some(status) = text("status") {
         rows.push(("status", status));
     }
+    // Who decided the label (records of gateways that escalate by policy say).
+    if record["decided_by"].is_string() {
+        let who = if record["cached"] == true {
+            "cache"
+        } else if record["decided_by"] == "fast" || record["status"] == "expired" {
+            "fast model"
+        } else {
+            "slow model"
+        };
+        rows.push(("decided", who.to_owned()));
+    }
+    if let Some(reason) = record["escalation"]["reason"].as_str() {
+        rows.push(("why", reason.to_owned()));
+    }
+    if let Some(deadline) = text("deadline_at") {
+        rows.push(("deadline", deadline));
+    }
     for key in ["fast", "slow"] {
         if record[key].is_object() {
             for (i, line) in prediction_lines(&record[key]).into_iter().enumerate() {
@@ -220,6 +237,29 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn summaries_say_who_decided() {
+        let record = json!({
+            "id": "j2", "status": "succeeded", "decided_by": "fast", "cached": false,
+            "escalation": {"policy": "auto", "reason": "fast score 0.940 >= threshold 0.900"},
+            "fast": {"label": "espresso", "score": 0.94},
+        });
+        assert_eq!(
+            summary(&record),
+            "job        j2\n\
+             status     succeeded\n\
+             decided    fast model\n\
+             why        fast score 0.940 >= threshold 0.900\n\
+             fast       espresso (0.940)"
+        );
+        let cached = json!({"status": "succeeded", "decided_by": "slow", "cached": true});
+        assert!(summary(&cached).contains("decided    cache"));
+        let expired = json!({"status": "expired", "decided_by": "fast", "deadline_at": "2026-01-01T00:00:01Z"});
+        assert!(
+            summary(&expired).contains("decided    fast model\ndeadline   2026-01-01T00:00:01Z")
+        );
+    }
 
     #[test]
     fn summaries_show_what_is_there() {

@@ -1,8 +1,12 @@
 //! `tandem predict IMAGE...`: each image's fast label at once; with `--wait`, each slow label
 //! as it arrives, every image's events streamed concurrently; with `--wait-seconds N`, the
-//! gateway holds each reply up to N s for the slow label (`Prefer: wait`).
+//! gateway holds each reply up to N s for the slow label (`Prefer: wait`). `--escalate` and
+//! `--deadline-ms` are passed on as query parameters; a job the gateway made final at once (not
+//! escalated, or answered from its result cache) has its final line printed at once, and each
+//! final line says who decided the label (the fast model, the cache or the slow model).
 
 use std::{
+    cell::RefCell,
     hash::{BuildHasher as _, Hasher as _},
     path::{Path, PathBuf},
     pin::pin,
@@ -11,6 +15,7 @@ use std::{
 
 use futures::{StreamExt as _, stream::FuturesUnordered};
 use serde_json::{Map, Value, json};
+use tokio::sync::Notify;
 
 use crate::{
     args::PredictArgs,
@@ -29,6 +34,10 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// Runs `predict`; returns the exit code (the worst of every image's).
 pub async fn run(api: &Api, args: PredictArgs) -> u8 {
+    let api = &api
+        .clone()
+        .with_predict_param("escalate", args.escalate.map(|e| e.as_str().to_owned()))
+        .with_predict_param("deadline_ms", args.deadline_ms.map(|ms| ms.to_string()));
     let out = Out::with_progress(args.images.len(), args.wait || args.wait_seconds.is_some());
     let printer = Printer {
         out: &out,
@@ -44,10 +53,15 @@ pub async fn run(api: &Api, args: PredictArgs) -> u8 {
     let uploads = futures::stream::iter(args.images.iter().enumerate())
         .map(|(index, path)| async move {
             let key = format!("tandem-cli-{nonce:016x}-{index}");
-            (
-                path,
-                submit(api, &printer, path, &key, args.wait_seconds).await,
-            )
+            let submitted = submit(api, &printer, path, &key, args.wait_seconds).await;
+            let submitted = match submitted {
+                Ok(reply) => {
+                    let job = final_job(api, &reply).await;
+                    Ok((reply, job))
+                }
+                Err(error) => Err(error),
+            };
+            (path, submitted)
         })
         .buffer_unordered(usize::from(args.concurrency))
         .fuse();
@@ -58,9 +72,8 @@ pub async fn run(api: &Api, args: PredictArgs) -> u8 {
         tokio::select! {
             Some((path, submitted)) = uploads.next() => {
                 let file = path.display().to_string();
-                // With --wait-seconds, a job final in time is in the reply (`job`).
-                let fast = submitted.and_then(|reply| {
-                    let job = reply.get("job").filter(|job| job.is_object()).cloned();
+                // A job final in time (--wait-seconds) or at once (not escalated, cached).
+                let fast = submitted.and_then(|(reply, job)| {
                     printer.fast(&file, reply).map(|job_id| (job_id, job))
                 });
                 match fast {
@@ -87,6 +100,50 @@ pub async fn run(api: &Api, args: PredictArgs) -> u8 {
     }
     out.finish();
     exit
+}
+
+/// The statuses after which a job changes no more.
+const FINAL_STATES: [&str; 4] = ["succeeded", "failed", "cancelled", "expired"];
+
+/// The final job of a `POST /predict` reply, when it has one: the reply's `job` (`Prefer:
+/// wait`), or, for a job the gateway made final at once, the fast answer (not escalated) or the
+/// record as the gateway has it (answered from the cache: both answers). An escalated job that
+/// happens to be final already (the slow model beat the fast reply) is left to `--wait`, as
+/// any escalated job.
+async fn final_job(api: &Api, reply: &Value) -> Option<Value> {
+    if let Some(job) = reply.get("job").filter(|job| job.is_object()) {
+        return Some(job.clone());
+    }
+    let status = reply["status"].as_str()?;
+    if !FINAL_STATES.contains(&status) {
+        return None;
+    }
+    if reply["cached"] == true || status == "expired" {
+        let job_id = reply["job_id"].as_str()?;
+        return api.job(job_id).await.ok();
+    }
+    (reply["decided_by"] == "fast" && reply["escalated"] == false).then(|| {
+        json!({
+            "id": reply["job_id"],
+            "status": status,
+            "fast": reply["fast"],
+            "escalated": false,
+            "decided_by": "fast",
+            "cached": false,
+        })
+    })
+}
+
+/// Who decided a final job's label, and that label: `("fast model", fast)`, `("cache",
+/// slow)` or `("slow model", slow)`.
+pub(crate) fn decided(record: &Value) -> (&'static str, &Value) {
+    if record["cached"] == true {
+        ("cache", &record["slow"])
+    } else if record["decided_by"] == "fast" || record["status"] == "expired" {
+        ("fast model", &record["fast"])
+    } else {
+        ("slow model", &record["slow"])
+    }
 }
 
 /// A file that is there and not a directory (read later, when its turn comes).
@@ -147,13 +204,27 @@ async fn submit(
 /// Follows one job to its end, printing its slow label (or why there is none); returns its
 /// exit code.
 async fn watch(api: &Api, printer: Printer<'_>, file: String, job_id: String) -> u8 {
-    let result = follow::follow(api, &job_id, |progress| match progress {
-        Progress::Update(update) => printer.change(&file, &job_id, update),
-        Progress::Reconnecting(reconnecting) => {
-            printer.out.note(&format!("{file}: {reconnecting}"));
+    // `follow` ends on succeeded, failed and cancelled; an `expired` job ends here.
+    let expired: RefCell<Option<Update>> = RefCell::new(None);
+    let seen_expired = Notify::new();
+    let followed = follow::follow(api, &job_id, |progress| match progress {
+        Progress::Update(update) => {
+            printer.change(&file, &job_id, update);
+            if update.status == "expired" {
+                *expired.borrow_mut() = Some(update.clone());
+                seen_expired.notify_one();
+            }
         }
-    })
-    .await;
+        Progress::Reconnecting(reconnecting) => {
+            if expired.borrow().is_none() {
+                printer.out.note(&format!("{file}: {reconnecting}"));
+            }
+        }
+    });
+    let result = tokio::select! {
+        result = followed => result,
+        () = seen_expired.notified() => Ok(expired.take().expect("set before the notification")),
+    };
     match result {
         Ok(last) => printer.slow(&file, &job_id, &last),
         Err(error) => {
@@ -222,10 +293,11 @@ impl Printer<'_> {
             "job_id": job_id,
             "revision": update.revision_number(),
         });
-        if update.status == "succeeded" {
-            let slow = &update.record["slow"];
-            event["label"] = slow["label"].clone();
-            event["score"] = slow["score"].clone();
+        if matches!(update.status.as_str(), "succeeded" | "expired") {
+            let (who, prediction) = decided(&update.record);
+            event["label"] = prediction["label"].clone();
+            event["score"] = prediction["score"].clone();
+            event["decided_by"] = json!(who);
         }
         event["record"] = update.record.clone();
         self.out.json(&event);
@@ -247,11 +319,33 @@ impl Printer<'_> {
     /// exit code.
     fn slow(&self, file: &str, job_id: &str, last: &Update) -> u8 {
         let record = &last.record;
+        let (who, prediction) = decided(record);
         let (code, line) = match last.status.as_str() {
-            "succeeded" => (
-                EXIT_OK,
-                format!("{file}: slow {} job {job_id}", label_score(&record["slow"])),
-            ),
+            "succeeded" => {
+                let kind = if who == "fast model" { "fast" } else { "slow" };
+                (
+                    EXIT_OK,
+                    format!(
+                        "{file}: {kind} {} decided by {who} job {job_id}",
+                        label_score(prediction)
+                    ),
+                )
+            }
+            // The deadline passed before the slow label: the fast one is final.
+            "expired" => {
+                if !self.json {
+                    let why = record["error"].as_str().unwrap_or("its deadline passed");
+                    self.out
+                        .note(&format!("{file}: job {job_id} expired: {why}"));
+                }
+                (
+                    EXIT_OK,
+                    format!(
+                        "{file}: expired {} decided by {who} job {job_id}",
+                        label_score(prediction)
+                    ),
+                )
+            }
             "failed" => (
                 EXIT_FAILED,
                 format!(

@@ -29,7 +29,7 @@ pub async fn run(api: &Api, args: WatchArgs) -> Result<u8, CliError> {
     Ok(exit_code(&last.status))
 }
 
-/// `running    attempt 1`, `succeeded  slow Egyptian cat (0.912)`, ...
+/// `running    attempt 1`, `succeeded  Egyptian cat (0.912) (decided by slow model)`, ...
 fn line(update: &Update) -> String {
     let record = &update.record;
     let error = record["error"].as_str();
@@ -44,7 +44,10 @@ fn line(update: &Update) -> String {
             }
             text
         }
-        "succeeded" => format!("slow {}", label_score(&record["slow"])),
+        "succeeded" | "expired" => {
+            let (who, answer) = crate::predict::decided(record);
+            format!("{} (decided by {who})", label_score(answer))
+        }
         "failed" => error.unwrap_or("no reason given").to_owned(),
         _ => String::new(),
     };

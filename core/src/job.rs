@@ -9,6 +9,16 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use crate::escalation::{DecidedBy, EscalationDecision};
+
+fn yes() -> bool {
+    true
+}
+
+fn slow() -> DecidedBy {
+    DecidedBy::Slow
+}
+
 /// A job's id: a random (v4) UUID, 122 random bits, so ids neither collide nor can be guessed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(try_from = "String", into = "String")]
@@ -19,6 +29,11 @@ impl JobId {
     /// A fresh random id.
     pub fn new() -> Self {
         Self(Uuid::new_v4())
+    }
+
+    /// The UUID itself.
+    pub fn uuid(&self) -> Uuid {
+        self.0
     }
 }
 
@@ -65,7 +80,7 @@ impl From<JobId> for String {
     }
 }
 
-/// Where a job is in its life. `succeeded`, `failed` and `cancelled` are final.
+/// Where a job is in its life. `succeeded`, `failed`, `cancelled` and `expired` are final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
@@ -80,12 +95,17 @@ pub enum JobStatus {
     Failed,
     /// The client cancelled it before it finished.
     Cancelled,
+    /// Its `deadline_ms` passed before the slow answer: the fast answer is final.
+    Expired,
 }
 
 impl JobStatus {
     /// No more changes will come.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Cancelled | Self::Expired
+        )
     }
 
     /// The name used in JSON and as the SSE event name.
@@ -96,6 +116,7 @@ impl JobStatus {
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
+            Self::Expired => "expired",
         }
     }
 }
@@ -122,6 +143,10 @@ pub struct Prediction {
     pub top_k: Vec<ClassScore>,
     /// Wall time of the model call as seen by the caller (gRPC round trip included).
     pub inference_ms: f64,
+    /// The model's identity on the model server (`sha256:` of its ONNX file and preprocessing
+    /// configuration): answers are cached under it, so a changed model never serves an old one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_digest: Option<String>,
 }
 
 /// The record of one job in the results bucket (key: the job id).
@@ -132,9 +157,37 @@ pub struct JobRecord {
     /// The fast model's answer, as the `POST /predict` reply carried it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fast: Option<Prediction>,
-    /// The slow model's answer, once `succeeded`.
+    /// The slow model's answer, once `succeeded` (of an escalated job).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slow: Option<Prediction>,
+    /// Whether the job goes to the slow model (`escalate`); records written before escalation
+    /// existed were all escalated.
+    #[serde(default = "yes")]
+    pub escalated: bool,
+    /// Which answer is the job's label: `slow` for an escalated job, `fast` for one that was
+    /// not, or whose deadline passed first.
+    #[serde(default = "slow")]
+    pub decided_by: DecidedBy,
+    /// Why the job was, or was not, escalated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<EscalationDecision>,
+    /// Of a job `auto` did not escalate and the audit sampled: the slow model's answer, run
+    /// in the background to measure what skipping costs. The fast answer stays the label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<Prediction>,
+    /// Whether the answers came from the result cache (the same image, the same models)
+    /// instead of running a model.
+    #[serde(default)]
+    pub cached: bool,
+    /// When the slow answer stops being wanted (`deadline_ms`): a job not final by then ends
+    /// `expired`, with the fast answer as its label.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub deadline_at: Option<OffsetDateTime>,
     /// Why the job failed, or the last transient error while it is retried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -187,6 +240,12 @@ impl JobRecord {
             status: JobStatus::Queued,
             fast: None,
             slow: None,
+            escalated: true,
+            decided_by: DecidedBy::Slow,
+            escalation: None,
+            audit: None,
+            cached: false,
+            deadline_at: None,
             error: None,
             attempts: 0,
             stream_seq: None,
@@ -219,6 +278,32 @@ impl JobRecord {
         self.status = to;
         self.updated_at = now;
         true
+    }
+
+    /// The answer that is the job's label: the slow one once an escalated job has it, the
+    /// fast one when the fast model decided (and the job is final).
+    pub fn final_answer(&self) -> Option<&Prediction> {
+        match self.decided_by {
+            DecidedBy::Slow => self.slow.as_ref(),
+            DecidedBy::Fast if self.status.is_terminal() => self.fast.as_ref(),
+            DecidedBy::Fast => None,
+        }
+    }
+
+    /// Whether the deadline has passed at `now`.
+    pub fn past_deadline(&self, now: OffsetDateTime) -> bool {
+        self.deadline_at.is_some_and(|deadline| now >= deadline)
+    }
+
+    /// Ends the job `expired` (the fast answer final), unless it is final already.
+    #[must_use = "a refused move means the record must not be written"]
+    pub fn expire(&mut self) -> bool {
+        let expired = self.advance(JobStatus::Expired);
+        if expired {
+            self.decided_by = DecidedBy::Fast;
+            self.error = Some("the deadline passed before the slow answer".into());
+        }
+        expired
     }
 }
 

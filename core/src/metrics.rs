@@ -96,6 +96,30 @@ fn describe_gateway() {
         "tandem_queue_consumer_ack_pending",
         "Jobs delivered to a worker and not yet acknowledged"
     );
+    describe_counter!(
+        "tandem_escalation_decisions_total",
+        "Jobs by escalation policy and outcome: escalated (to the slow model), skipped (the fast answer final) or cached"
+    );
+    describe_counter!(
+        "tandem_escalation_slow_ms_saved_total",
+        "Slow-model milliseconds not spent on skipped and cached jobs, at the recent average slow inference time"
+    );
+    describe_gauge!(
+        "tandem_escalation_brownout",
+        "1 while the slow path's expected wait is over TANDEM_BROWNOUT_WAIT_MS (auto uses the brownout threshold)"
+    );
+    describe_counter!(
+        "tandem_escalation_audits_dropped_total",
+        "Skipped jobs sampled for the audit that could not be queued (audit stream full or away)"
+    );
+    describe_counter!(
+        "tandem_result_cache_lookups_total",
+        "Result cache lookups: hit, slow_hit (the fast answer missing or outdated), miss, outdated"
+    );
+    describe_counter!(
+        "tandem_jobs_expired_total",
+        "Jobs ended expired by a gateway: the deadline passed before the slow answer"
+    );
 }
 
 fn describe_worker() {
@@ -116,6 +140,19 @@ fn describe_worker() {
         "tandem_worker_job_latency_seconds",
         Unit::Seconds,
         "From submission to the slow result stored"
+    );
+    describe_counter!(
+        "tandem_escalation_audits_total",
+        "Audited skipped jobs, by whether the slow model agreed with the fast label"
+    );
+    describe_histogram!(
+        "tandem_worker_audit_inference_seconds",
+        Unit::Seconds,
+        "Slow-model time of one audit (a skipped job run in the background)"
+    );
+    describe_counter!(
+        "tandem_worker_cache_hits_total",
+        "Jobs answered from the result cache by a worker (an identical job had run the model)"
     );
     describe_counter!(
         "tandem_fast_slow_agreement_total",
@@ -144,6 +181,10 @@ fn describe_model_server() {
         "tandem_model_queue_duration_seconds",
         Unit::Seconds,
         "Time a request waited in its model's queue for a batch to start, by model"
+    );
+    describe_counter!(
+        "tandem_model_inferences_total",
+        "Images run through a model, failed batches included, by model"
     );
     describe_counter!(
         "tandem_model_inference_failures_total",

@@ -84,6 +84,26 @@ impl ModelClient {
         )
     }
 
+    /// The model's identity as the model server reports it now (`None`: not loaded, not
+    /// reachable, or a server that does not report one).
+    pub async fn model_digest(&self, model: &str) -> Option<String> {
+        let mut grpc = self.grpc.clone();
+        let request = tandem_proto::ModelMetadataRequest {
+            name: model.to_owned(),
+            version: String::new(),
+        };
+        let response = tokio::time::timeout(self.timeout, grpc.model_metadata(request))
+            .await
+            .ok()?
+            .ok()?
+            .into_inner();
+        tandem_proto::string_parameter_of(
+            &response.parameters,
+            tandem_proto::MODEL_DIGEST_PARAMETER,
+        )
+        .map(str::to_owned)
+    }
+
     /// Classifies one encoded image, returning the top `top_k` classes. The call is a client
     /// span of the current trace, and carries it to the model server (W3C `traceparent`).
     pub async fn classify(
@@ -159,6 +179,11 @@ impl ModelClient {
             score: best.score,
             top_k: top,
             inference_ms,
+            model_digest: tandem_proto::string_parameter_of(
+                &response.parameters,
+                tandem_proto::MODEL_DIGEST_PARAMETER,
+            )
+            .map(str::to_owned),
         })
     }
 }

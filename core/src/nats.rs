@@ -36,6 +36,20 @@ pub const WEBHOOKS_STREAM: &str = "TANDEM_WEBHOOKS";
 pub const WEBHOOKS_SUBJECT: &str = "tandem.webhooks.deliveries";
 /// The durable pull consumer every gateway with webhooks on shares.
 pub const WEBHOOK_CONSUMER: &str = "webhook-senders";
+/// The work-queue stream of audit jobs: a sample of the jobs `escalate=auto` did not escalate,
+/// run through the slow model in the background to measure what skipping costs
+/// (`TANDEM_ESCALATE_AUDIT_RATE`). Best effort: when it is full, a job goes unaudited.
+pub const AUDITS_STREAM: &str = "TANDEM_AUDITS";
+/// The subject an audit job is published on (the message is a job message, as on
+/// [`JOBS_SUBJECT`]).
+pub const AUDITS_SUBJECT: &str = "tandem.jobs.audit";
+/// The slow-workers' durable consumer of audit jobs, served only while no escalated job runs.
+pub const AUDIT_CONSUMER: &str = "slow-workers-audit";
+/// The KV bucket of cached answers, key = SHA-256 of the image bytes (hex): the fast and slow
+/// answers with the identities of the models that gave them (`TANDEM_RESULT_CACHE_TTL_SECS`).
+pub const RESULTS_BUCKET: &str = "tandem_results";
+/// Audit jobs waiting at most; past it new audits are dropped (counted).
+const AUDITS_MAX_JOBS: i64 = 10_000;
 
 /// Message headers of a job message.
 pub mod headers {
@@ -52,6 +66,12 @@ pub mod headers {
     /// A webhook message's event (`fast`, `completed`, `changed`); its `Nats-Msg-Id` is
     /// `<job id>-<event>`, its `Tandem-Job-Id` the job.
     pub const WEBHOOK_EVENT: &str = "Tandem-Webhook-Event";
+    /// When the slow answer stops being wanted (RFC 3339; `deadline_ms`): a worker that
+    /// receives the job later ends it `expired` without running the model.
+    pub const DEADLINE: &str = "Tandem-Deadline";
+    /// With the result cache on: the SHA-256 of the image (hex), the job's key in the results
+    /// bucket.
+    pub const IMAGE_SHA256: &str = "Tandem-Image-Sha256";
 }
 
 /// Where NATS is, how to reach it, and the limits and timings of the NATS side, shared by the
@@ -79,6 +99,8 @@ pub struct NatsSettings {
     pub max_deliver: i64,
     /// `TANDEM_JOB_TTL_SECS`: how long job records (and stored images) are kept.
     pub job_ttl: Duration,
+    /// `TANDEM_RESULT_CACHE_TTL_SECS` (default 0: off): how long cached answers are kept.
+    pub result_cache_ttl: Duration,
 }
 
 impl std::fmt::Debug for NatsSettings {
@@ -94,6 +116,7 @@ impl std::fmt::Debug for NatsSettings {
             .field("ack_wait", &self.ack_wait)
             .field("max_deliver", &self.max_deliver)
             .field("job_ttl", &self.job_ttl)
+            .field("result_cache_ttl", &self.result_cache_ttl)
             .finish()
     }
 }
@@ -112,6 +135,7 @@ impl NatsSettings {
             ack_wait: env.millis("TANDEM_ACK_WAIT_MS", Duration::from_secs(30)),
             max_deliver: env.parse("TANDEM_MAX_DELIVER", 8),
             job_ttl: env.seconds("TANDEM_JOB_TTL_SECS", Duration::from_secs(24 * 3600)),
+            result_cache_ttl: env.seconds("TANDEM_RESULT_CACHE_TTL_SECS", Duration::ZERO),
         };
         settings.check_servers(env);
         if settings.replicas == 0 || settings.replicas > 5 {
@@ -240,6 +264,68 @@ pub async fn ensure_worker_consumer(
     let stream = ensure_jobs_stream(js, settings).await?;
     let config = worker_consumer_config(settings);
     Ok(stream.create_consumer(config).await.map_err(Box::new)?)
+}
+
+/// The audit jobs' stream: like the jobs stream, but small and lossy (discard new when full).
+pub fn audits_stream_config(settings: &NatsSettings) -> stream::Config {
+    stream::Config {
+        name: AUDITS_STREAM.into(),
+        description: Some("Tandem audit jobs: skipped jobs sampled for the slow model".into()),
+        subjects: vec![AUDITS_SUBJECT.into()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        max_messages: AUDITS_MAX_JOBS,
+        max_bytes: (settings.queue_max_bytes / 8).max(1),
+        discard: stream::DiscardPolicy::New,
+        max_age: settings.job_ttl,
+        duplicate_window: settings.duplicate_window.min(settings.job_ttl),
+        storage: stream::StorageType::File,
+        num_replicas: settings.replicas,
+        ..Default::default()
+    }
+}
+
+/// Creates or updates the audit jobs' stream.
+pub async fn ensure_audits_stream(
+    js: &jetstream::Context,
+    settings: &NatsSettings,
+) -> Result<stream::Stream, async_nats::Error> {
+    js.create_or_update_stream(audits_stream_config(settings))
+        .await?;
+    Ok(js.get_stream(AUDITS_STREAM).await?)
+}
+
+/// Creates or updates the workers' durable consumer of audit jobs (and its stream).
+pub async fn ensure_audit_consumer(
+    js: &jetstream::Context,
+    settings: &NatsSettings,
+) -> Result<consumer::PullConsumer, async_nats::Error> {
+    let stream = ensure_audits_stream(js, settings).await?;
+    let config = consumer::pull::Config {
+        durable_name: Some(AUDIT_CONSUMER.into()),
+        description: Some("Tandem slow-workers, auditing skipped jobs".into()),
+        ..worker_consumer_config(settings)
+    };
+    Ok(stream.create_consumer(config).await.map_err(Box::new)?)
+}
+
+/// Creates or updates the results bucket (the result cache), when it is on.
+pub async fn ensure_results_bucket(
+    js: &jetstream::Context,
+    settings: &NatsSettings,
+) -> Result<Option<kv::Store>, async_nats::Error> {
+    if settings.result_cache_ttl.is_zero() {
+        return Ok(None);
+    }
+    let config = kv::Config {
+        bucket: RESULTS_BUCKET.into(),
+        description: "Tandem cached answers, key = SHA-256 of the image".into(),
+        history: 1,
+        max_age: settings.result_cache_ttl,
+        storage: stream::StorageType::File,
+        num_replicas: settings.replicas,
+        ..Default::default()
+    };
+    Ok(Some(js.create_or_update_key_value(config).await?))
 }
 
 /// Creates or updates the job-records bucket.

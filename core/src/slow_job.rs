@@ -6,7 +6,7 @@
 
 use async_nats::HeaderMap;
 use bytes::Bytes;
-use time::OffsetDateTime;
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use crate::{job::JobId, nats::headers};
 
@@ -27,6 +27,10 @@ pub struct SlowJob {
     pub submitted_at: OffsetDateTime,
     /// W3C `traceparent` of the submitting request.
     pub traceparent: Option<String>,
+    /// When the slow answer stops being wanted (`deadline_ms`).
+    pub deadline_at: Option<OffsetDateTime>,
+    /// With the result cache on: the image's SHA-256 (hex), its key in the results bucket.
+    pub image_sha256: Option<String>,
 }
 
 /// Why a message is not a valid job (it is terminated, not retried).
@@ -52,13 +56,16 @@ impl SlowJob {
         let id = self.id.to_string();
         map.insert(headers::MSG_ID, id.as_str());
         map.insert(headers::JOB_ID, id.as_str());
-        let submitted = self
-            .submitted_at
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
+        let submitted = self.submitted_at.format(&Rfc3339).unwrap_or_default();
         map.insert(headers::SUBMITTED_AT, submitted.as_str());
         if let Some(traceparent) = &self.traceparent {
             map.insert(headers::TRACEPARENT, traceparent.as_str());
+        }
+        if let Some(deadline) = self.deadline_at.and_then(|d| d.format(&Rfc3339).ok()) {
+            map.insert(headers::DEADLINE, deadline.as_str());
+        }
+        if let Some(digest) = &self.image_sha256 {
+            map.insert(headers::IMAGE_SHA256, digest.as_str());
         }
         let payload = match &self.image {
             ImageRef::Inline(bytes) => bytes.clone(),
@@ -77,13 +84,16 @@ impl SlowJob {
             .ok_or(SlowJobError::MissingHeader(headers::JOB_ID))?
             .parse()
             .map_err(|_| SlowJobError::InvalidHeader(headers::JOB_ID))?;
-        let submitted_at = match get(headers::SUBMITTED_AT) {
-            Some(text) => {
-                OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)
-                    .map_err(|_| SlowJobError::InvalidHeader(headers::SUBMITTED_AT))?
-            }
-            None => OffsetDateTime::now_utc(),
+        let time = |name: &'static str| {
+            get(name)
+                .map(|text| {
+                    OffsetDateTime::parse(&text, &Rfc3339)
+                        .map_err(|_| SlowJobError::InvalidHeader(name))
+                })
+                .transpose()
         };
+        let submitted_at = time(headers::SUBMITTED_AT)?.unwrap_or_else(OffsetDateTime::now_utc);
+        let deadline_at = time(headers::DEADLINE)?;
         let image = match get(headers::IMAGE_OBJECT) {
             Some(name) => ImageRef::Object(name),
             None if payload.is_empty() => return Err(SlowJobError::NoImage),
@@ -94,6 +104,8 @@ impl SlowJob {
             image,
             submitted_at,
             traceparent: get(headers::TRACEPARENT),
+            deadline_at,
+            image_sha256: get(headers::IMAGE_SHA256),
         })
     }
 }
@@ -108,6 +120,8 @@ mod tests {
             image,
             submitted_at: OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap(),
             traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+            deadline_at: Some(OffsetDateTime::from_unix_timestamp(1_700_000_060).unwrap()),
+            image_sha256: Some("ab".repeat(32)),
         }
     }
 

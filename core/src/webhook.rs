@@ -38,7 +38,7 @@ use crate::{
 pub enum WebhookEvent {
     /// The fast answer is stored.
     Fast,
-    /// The job is final: `succeeded`, `failed` or `cancelled`.
+    /// The job is final: `succeeded`, `failed`, `cancelled` or `expired`.
     Completed,
     /// The job is final and the slow label differs from the fast one.
     Changed,
@@ -65,6 +65,7 @@ impl WebhookEvent {
             Self::Completed => record.status.is_terminal(),
             Self::Changed => {
                 record.status.is_terminal()
+                    && record.decided_by == crate::escalation::DecidedBy::Slow
                     && matches!((&record.fast, &record.slow), (Some(f), Some(s)) if f.label != s.label)
             }
         }
@@ -187,6 +188,7 @@ mod tests {
             score: 0.5,
             top_k: Vec::new(),
             inference_ms: 1.0,
+            model_digest: None,
         }
     }
 

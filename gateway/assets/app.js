@@ -2,10 +2,14 @@
 // job's events (GET /job/<id>/events) until the slow model's label arrives. Plain JS, no
 // dependencies; everything it fetches is on this origin. With an API key (for a gateway that
 // requires one), every job request carries `Authorization: Bearer <key>`, and the events are
-// read with fetch, since EventSource cannot send headers.
+// read with fetch, since EventSource cannot send headers. The "Slow model" choice is sent as
+// `escalate` (`?escalate=always|auto|never` on the page's own URL preselects it); the card says
+// who decided the label: the fast model (not escalated, or the deadline passed: `expired`), the
+// cache (the same image answered before) or the slow model.
 
-const FINAL = new Set(["succeeded", "failed", "cancelled"]);
-const EVENTS = ["queued", "running", "succeeded", "failed", "cancelled"];
+const FINAL = new Set(["succeeded", "failed", "cancelled", "expired"]);
+const EVENTS = ["queued", "running", "succeeded", "failed", "cancelled", "expired"];
+const DECIDERS = { fast: "fast model", cache: "cache", slow: "slow model" };
 const HISTORY_MAX = 12;
 
 const $ = (id) => document.getElementById(id);
@@ -32,6 +36,8 @@ const ui = {
     verdict: $("slow-verdict"),
   },
   status: $("status"),
+  decidedBy: $("decided-by"),
+  escalate: $("escalate"),
   history: $("history"),
   historyEmpty: $("history-empty"),
   key: $("api-key"),
@@ -70,19 +76,37 @@ function set(el, text) {
 
 // ---- state of one job ----
 
-/** Where the slow answer stands: idle | pending | succeeded | failed. */
+/** Where the slow answer stands: idle | pending | succeeded | skipped | expired | failed. */
 function slowState(job) {
   if (job.slow) return "succeeded";
   if (!job.id) return "idle"; // not (yet) accepted
+  if (job.status === "expired") return "expired"; // the deadline passed: the fast label is final
+  if (job.decidedBy === "fast") return "skipped"; // not escalated: the fast label is final
   if (job.done) return "failed"; // ended without a slow answer
   return "pending";
+}
+
+/** Who decided a final record's label: fast | cache | slow (undefined while not final). */
+function decider(record) {
+  if (record.status === "expired") return "fast";
+  if (record.status !== "succeeded") return undefined;
+  if (record.cached) return "cache";
+  return record.decided_by === "fast" ? "fast" : "slow";
 }
 
 function statusText(job) {
   if (job.error) return job.error;
   if (!job.fast) return `Sending ${job.name}…`;
+  if (job.status === "expired") {
+    return `Final: the fast label (${job.fast.label}); the deadline passed before the slow model answered.`;
+  }
+  if (job.decidedBy === "fast") {
+    const why = job.reason ? ` (${job.reason})` : "";
+    return `Final: the fast label (${job.fast.label}); the slow model was not asked${why}.`;
+  }
   if (job.slow) {
-    const refined = `refined: ${job.slow.label} ${score(job.slow.score)}`;
+    const from = job.decidedBy === "cache" ? ", from the cache (this image was answered before)" : "";
+    const refined = `refined: ${job.slow.label} ${score(job.slow.score)}${from}`;
     return differs(job)
       ? `${refined}, different from the fast label (${job.fast.label}).`
       : `${refined}, the same as the fast label.`;
@@ -133,6 +157,8 @@ function draw(job) {
   ui.result.dataset.fast = job.fast ? "done" : job.error ? "failed" : "pending";
   ui.result.dataset.slow = slowNow;
   ui.result.dataset.job = job.id || "";
+  ui.result.dataset.decided = job.decidedBy || "";
+  set(ui.decidedBy, DECIDERS[job.decidedBy] || "—");
 
   if (job.previewable) {
     if (ui.preview.src !== job.url) ui.preview.src = job.url;
@@ -182,8 +208,12 @@ function draw(job) {
     set(s.score, "");
     set(s.more, "");
     set(s.verdict, "");
-    if (slowNow === "failed") {
-      set(s.label, job.status === "cancelled" ? "cancelled" : "no refined label");
+    if (slowNow === "skipped") {
+      set(s.label, "not needed");
+      set(s.time, "");
+    } else if (slowNow === "failed" || slowNow === "expired") {
+      const failed = job.status === "cancelled" ? "cancelled" : "no refined label";
+      set(s.label, slowNow === "expired" ? "expired" : failed);
       set(s.time, job.finishedMs ? `${ms(job.finishedMs)} after submit` : "");
     } else {
       set(s.label, job.status === "running" ? "refining" : job.id ? "waiting for a worker" : "—");
@@ -221,6 +251,9 @@ function drawHistoryItem(job) {
     slowClass = differs(job) ? "changed" : "";
   } else if (job.error) {
     slow = "";
+  } else if (slowState(job) === "skipped" || slowState(job) === "expired") {
+    slow = slowState(job) === "expired" ? "final (expired)" : "final (fast model)";
+    slowClass = "final";
   } else if (slowState(job) === "failed") {
     slow = job.status === "cancelled" ? "cancelled" : "failed";
     slowClass = "failed";
@@ -250,7 +283,9 @@ function drawHistoryItem(job) {
   job.meta.replaceChildren(name, ...times.map((t) => ` · ${t}`));
   job.button.setAttribute(
     "aria-label",
-    `${job.name}: fast ${fast}${slow ? `, refined ${slow}` : ""}. Show this job.`,
+    `${job.name}: fast ${fast}${slow ? `, refined ${slow}` : ""}${
+      job.decidedBy ? `, decided by the ${DECIDERS[job.decidedBy]}` : ""
+    }. Show this job.`,
   );
   job.button.setAttribute("aria-current", String(job === current));
 }
@@ -324,8 +359,10 @@ async function submit(blob, name) {
   job.t0 = performance.now();
   let response;
   let body = null;
+  const escalate = ui.escalate.value;
+  const target = escalate ? `/predict?escalate=${encodeURIComponent(escalate)}` : "/predict";
   try {
-    response = await fetch("/predict", {
+    response = await fetch(target, {
       method: "POST",
       headers: { "Content-Type": type, Accept: "application/json", ...authHeaders() },
       body: blob,
@@ -363,11 +400,14 @@ function apply(job, record) {
   job.attempts = record.attempts;
   job.queue = record.status === "queued" ? record.queue : undefined;
   if (record.fast && !job.fast) job.fast = record.fast;
+  job.decidedBy = decider(record);
+  job.reason = record.escalation?.reason || "";
   if (record.status === "succeeded" && record.slow) {
     job.slow = record.slow;
     job.slowMs = performance.now() - job.t0;
     job.justArrived = true;
   } else if (FINAL.has(record.status)) {
+    // Failed, cancelled, expired, or final with the fast label (not escalated).
     job.slowError = record.error || "";
     job.finishedMs = performance.now() - job.t0;
   }
@@ -454,7 +494,14 @@ async function poll(job) {
   }
 }
 
-// ---- input: file picker, drag and drop, paste, samples ----
+// ---- input: file picker, drag and drop, paste, samples; the escalation policy ----
+
+{
+  const asked = new URLSearchParams(location.search).get("escalate");
+  if (asked && Array.from(ui.escalate.options).some((o) => o.value === asked)) {
+    ui.escalate.value = asked;
+  }
+}
 
 function submitFile(file) {
   if (!file) return;

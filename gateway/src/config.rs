@@ -49,6 +49,8 @@ pub struct GatewayConfig {
     pub nats: NatsSettings,
     /// `TANDEM_WEBHOOK_*`: webhooks (off unless `TANDEM_WEBHOOK_ALLOW` is set).
     pub webhooks: crate::webhook::WebhookConfig,
+    /// `TANDEM_ESCALATE*`, `TANDEM_BROWNOUT_*`: which jobs go on to the slow model.
+    pub escalation: crate::escalation::EscalationConfig,
 }
 
 impl FromEnv for GatewayConfig {
@@ -75,6 +77,7 @@ impl FromEnv for GatewayConfig {
             api_keys: ApiKeys::from_env(env),
             nats: NatsSettings::from_env(env),
             webhooks: crate::webhook::WebhookConfig::from_env(env),
+            escalation: crate::escalation::EscalationConfig::from_env(env),
         };
         if !(1..=100).contains(&config.top_k) {
             env.error("TANDEM_TOP_K must be between 1 and 100");

@@ -74,6 +74,10 @@ pub enum ApiError {
     InvalidWebhookEventsFilter(String),
     #[error("the Prefer header is invalid: {0}")]
     InvalidPrefer(String),
+    #[error("{0}")]
+    InvalidEscalate(String),
+    #[error("{0}")]
+    InvalidDeadline(String),
     #[error("no such route")]
     NotFound,
     #[error("this route does not allow this method")]
@@ -127,6 +131,8 @@ impl ApiError {
             | Self::WebhookRefused(_)
             | Self::InvalidWebhookEventsFilter(_)
             | Self::InvalidPrefer(_)
+            | Self::InvalidEscalate(_)
+            | Self::InvalidDeadline(_)
             | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::MissingApiKey | Self::InvalidApiKey(_) => StatusCode::UNAUTHORIZED,
             Self::InsufficientScope => StatusCode::FORBIDDEN,
@@ -169,6 +175,8 @@ impl ApiError {
             Self::WebhookRefused(_) => "webhook_refused",
             Self::InvalidWebhookEventsFilter(_) => "invalid_webhook_events_filter",
             Self::InvalidPrefer(_) => "invalid_prefer",
+            Self::InvalidEscalate(_) => "invalid_escalate",
+            Self::InvalidDeadline(_) => "invalid_deadline",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::BadRequest(_) => "bad_request",

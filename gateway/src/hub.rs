@@ -98,6 +98,9 @@ impl JobHub {
     }
 
     fn publish(&self, update: Versioned) {
+        if let Some(slow) = &update.record.slow {
+            crate::escalation::observe_slow(slow);
+        }
         let senders = self.senders.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(tx) = senders.get(&update.record.id) {
             let _ = tx.send(Change::new(update));

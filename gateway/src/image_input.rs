@@ -10,7 +10,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde::Deserialize;
 
-use crate::{error::ApiError, webhook::WebhookParams};
+use crate::{error::ApiError, job_options::OptionParams, webhook::WebhookParams};
 
 /// An image that passed the gateway's checks.
 #[derive(Debug, Clone)]
@@ -20,6 +20,8 @@ pub struct ImageUpload {
     /// The JSON form's `webhook` and `webhook_events_filter` fields (unchecked; the other
     /// forms give them as query parameters).
     pub webhook: WebhookParams,
+    /// The JSON form's `escalate` and `deadline_ms` fields (unchecked).
+    pub options: OptionParams,
 }
 
 #[derive(Deserialize)]
@@ -29,6 +31,10 @@ struct PredictJson {
     webhook: Option<serde_json::Value>,
     #[serde(default)]
     webhook_events_filter: Option<serde_json::Value>,
+    #[serde(default)]
+    escalate: Option<serde_json::Value>,
+    #[serde(default)]
+    deadline_ms: Option<serde_json::Value>,
 }
 
 /// Extracts the image from a request body of any supported format.
@@ -52,10 +58,12 @@ pub async fn extract(
         return Err(ApiError::EmptyBody);
     }
     let mut webhook = WebhookParams::default();
+    let mut options = OptionParams::default();
     let bytes = match mime.as_str() {
         "application/json" => {
-            let (bytes, fields) = from_json(&body)?;
+            let (bytes, fields, option_fields) = from_json(&body)?;
             webhook = fields;
+            options = option_fields;
             bytes
         }
         "multipart/form-data" => from_multipart(&content_type, body).await?,
@@ -64,15 +72,17 @@ pub async fn extract(
     };
     let mut upload = check(bytes, max_pixels)?;
     upload.webhook = webhook;
+    upload.options = options;
     Ok(upload)
 }
 
-fn from_json(body: &[u8]) -> Result<(Bytes, WebhookParams), ApiError> {
+fn from_json(body: &[u8]) -> Result<(Bytes, WebhookParams, OptionParams), ApiError> {
     let parsed: PredictJson =
         serde_json::from_slice(body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
     let webhook = WebhookParams::from_json(parsed.webhook, parsed.webhook_events_filter)?;
+    let options = OptionParams::from_json(parsed.escalate, parsed.deadline_ms)?;
     let data = parsed.image_data.ok_or(ApiError::MissingImageData)?;
-    Ok((decode_base64(&data).map(Bytes::from)?, webhook))
+    Ok((decode_base64(&data).map(Bytes::from)?, webhook, options))
 }
 
 /// Standard or URL-safe base64, padded or not, line breaks allowed, `data:` URL prefix allowed.
@@ -181,6 +191,7 @@ pub fn check(bytes: Bytes, max_pixels: u64) -> Result<ImageUpload, ApiError> {
     Ok(ImageUpload {
         bytes,
         webhook: WebhookParams::default(),
+        options: OptionParams::default(),
     })
 }
 

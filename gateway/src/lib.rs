@@ -5,6 +5,10 @@
 //! - `auth`: the optional API keys on the job routes;
 //! - `error`: `ApiError`, the one mapping of failures to HTTP;
 //! - `image_input`: request formats to checked image bytes (header-only size check);
+//! - `job_options`: a submission's `escalate` and `deadline_ms`;
+//! - `escalation`: which jobs go on to the slow model (thresholds, brownout, audit sample);
+//! - `result_cache`: answers for an image seen before (lookup, checked against the models);
+//! - `deadline`: jobs that end `expired` when their deadline passes;
 //! - `queue`: JetStream: storing jobs, reaching job records;
 //! - `hub`: one KV watcher fanned out to SSE streams (and `Prefer: wait` waits);
 //! - `progress`: where queued jobs stand, the drain rate (consumer info, sampled on demand);
@@ -20,14 +24,18 @@
 
 pub mod auth;
 pub mod config;
+pub mod deadline;
 pub mod error;
+pub mod escalation;
 pub mod hub;
 pub mod image_input;
+pub mod job_options;
 pub mod openapi;
 pub mod prefer;
 pub mod progress;
 pub mod queue;
 pub mod replies;
+pub mod result_cache;
 pub mod routes;
 pub mod serve;
 pub mod state;
@@ -117,6 +125,7 @@ pub async fn run(
     };
     log_access_control(&config.api_keys);
     let state = AppState {
+        escalation: escalation::Escalation::new(config.escalation.clone()),
         config: Arc::new(config),
         model,
         queue: queue.clone(),

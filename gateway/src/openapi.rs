@@ -43,6 +43,13 @@ pub struct PredictJson {
     /// `webhook_events_filter` (comma-separated).
     #[schema(min_items = 1)]
     pub webhook_events_filter: Option<Vec<tandem_core::webhook::WebhookEvent>>,
+    /// Whether the job goes on to the slow model (default `TANDEM_ESCALATE`). Also the query
+    /// parameter `escalate`.
+    pub escalate: Option<tandem_core::escalation::Escalate>,
+    /// Milliseconds after submission when the slow answer stops being wanted: a job not final
+    /// by then ends `expired`, the fast answer final. Also the query parameter `deadline_ms`.
+    #[schema(minimum = 1)]
+    pub deadline_ms: Option<u64>,
 }
 
 /// `POST /predict` as a form upload.
@@ -91,6 +98,9 @@ pub struct PredictUpload {
         JobStatus,
         Prediction,
         ClassScore,
+        tandem_core::escalation::Escalate,
+        tandem_core::escalation::DecidedBy,
+        tandem_core::escalation::EscalationDecision,
     ))
 )]
 #[derive(Debug)]

@@ -82,6 +82,18 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// How long the jobs waiting now take to drain at the measured rate (the slow path's
+    /// expected wait, for the brownout); `None` while no rate is known or no worker works.
+    pub fn expected_wait(&self) -> Option<Duration> {
+        let Progress::Consumer { pending, .. } = self.progress else {
+            return None;
+        };
+        let rate = self.rate.filter(|r| *r > 0.0 && self.workers_active)?;
+        Some(Duration::from_secs_f64((pending as f64 / rate).min(1e6)))
+    }
+}
+
 /// The monitor; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct QueueProgress {

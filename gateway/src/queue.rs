@@ -11,6 +11,7 @@ use bytes::Bytes;
 use tandem_core::{
     job::{JobId, JobRecord},
     nats::{self as contract, NatsSettings},
+    result_cache::ResultCache,
     retry,
     slow_job::{ImageRef, SlowJob},
     store::{JobStore, Versioned},
@@ -25,6 +26,8 @@ pub struct JetStream {
     pub js: jetstream::Context,
     pub store: JobStore,
     pub images: ObjectStore,
+    /// The result cache, when `TANDEM_RESULT_CACHE_TTL_SECS` turns it on.
+    pub results: Option<ResultCache>,
 }
 
 impl std::fmt::Debug for JetStream {
@@ -41,6 +44,27 @@ pub enum SubmitError {
     Full(Duration),
     #[error("the job queue is unavailable: {0}")]
     Unavailable(String),
+}
+
+/// A job to store: what its record and its message carry.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: JobId,
+    pub image: Bytes,
+    pub submitted_at: OffsetDateTime,
+    /// `deadline_ms` after submission.
+    pub deadline_at: Option<OffsetDateTime>,
+    /// With the result cache on: the image's key in it.
+    pub image_sha256: Option<String>,
+}
+
+impl NewJob {
+    /// The record a new job starts with.
+    pub fn record(&self) -> JobRecord {
+        let mut record = JobRecord::queued(self.id, self.submitted_at);
+        record.deadline_at = self.deadline_at;
+        record
+    }
 }
 
 /// A stored job.
@@ -121,24 +145,20 @@ impl Queue {
     /// so a client never holds the id of a job that was not stored.
     /// The message carries this span's `traceparent`: the worker's span is its child.
     #[tracing::instrument(name = "jobs.publish", skip_all, fields(
-        job_id = %id,
+        job_id = %job.id,
         otel.kind = "producer",
         messaging.system = "nats",
         messaging.destination.name = contract::JOBS_SUBJECT,
     ))]
-    pub async fn submit(
-        &self,
-        id: JobId,
-        image: Bytes,
-        submitted_at: OffsetDateTime,
-    ) -> Result<Submitted, SubmitError> {
+    pub async fn submit(&self, job: NewJob) -> Result<Submitted, SubmitError> {
         let traceparent = tandem_core::telemetry::traceparent(&tracing::Span::current());
         let jetstream = self
             .jetstream()
             .ok_or_else(|| SubmitError::Unavailable("not connected to JetStream yet".into()))?;
+        let id = job.id;
         let mut attempt = tokio::time::timeout(
             self.publish_timeout,
-            self.store_and_publish(jetstream, id, image, submitted_at, traceparent),
+            self.store_and_publish(jetstream, job, traceparent),
         )
         .await
         .unwrap_or_else(|_| {
@@ -163,25 +183,17 @@ impl Queue {
     async fn store_and_publish(
         &self,
         jetstream: &JetStream,
-        id: JobId,
-        image: Bytes,
-        submitted_at: OffsetDateTime,
+        new: NewJob,
         traceparent: Option<String>,
     ) -> Result<Submitted, SubmitError> {
         // The record and the job go out together, one round trip instead of two. The record's
         // message is sent first on the same connection, so it is almost always stored first;
         // when it is not, the worker creates the record (see slow-worker's `mark_running`) and
         // this create finds it there, which is as good.
-        let record = JobRecord::queued(id, submitted_at);
+        let record = new.record();
         let job = async {
-            let image = self.place_image(jetstream, id, image).await?;
-            let job = SlowJob {
-                id,
-                image,
-                submitted_at,
-                traceparent,
-            };
-            publish(jetstream, &job).await
+            let job = self.message(jetstream, new, traceparent).await?;
+            publish(jetstream, contract::JOBS_SUBJECT, &job).await
         };
         let (created, published) = tokio::join!(jetstream.store.create(&record), job);
         let stream_seq = published?;
@@ -196,6 +208,63 @@ impl Queue {
             }
         };
         Ok(Submitted { record, stream_seq })
+    }
+
+    /// Stores the record of a job that does not go to the slow model (final at once).
+    pub async fn store_final(&self, record: &JobRecord) -> Result<Versioned, SubmitError> {
+        let jetstream = self
+            .jetstream()
+            .ok_or_else(|| SubmitError::Unavailable("not connected to JetStream yet".into()))?;
+        let created = tokio::time::timeout(self.publish_timeout, jetstream.store.create(record))
+            .await
+            .map_err(|_| SubmitError::Unavailable("JetStream did not answer in time".into()))?
+            .map_err(|e| SubmitError::Unavailable(e.to_string()))?;
+        match created {
+            Some(stored) => Ok(stored),
+            // An idempotent retry's first attempt stored it already.
+            None => jetstream
+                .store
+                .get(record.id)
+                .await
+                .ok()
+                .flatten()
+                .ok_or_else(|| SubmitError::Unavailable("job record vanished".into())),
+        }
+    }
+
+    /// Queues a skipped job for the audit (best effort: a full or unreachable audit stream
+    /// leaves the job unaudited, counted in `tandem_escalation_audits_dropped_total`).
+    pub async fn submit_audit(&self, new: NewJob) {
+        let Some(jetstream) = self.jetstream() else {
+            return;
+        };
+        let traceparent = tandem_core::telemetry::traceparent(&tracing::Span::current());
+        let published = tokio::time::timeout(self.publish_timeout, async {
+            let job = self.message(jetstream, new, traceparent).await?;
+            publish(jetstream, contract::AUDITS_SUBJECT, &job).await
+        })
+        .await;
+        if !matches!(published, Ok(Ok(_))) {
+            tracing::debug!("audit job not queued");
+            metrics::counter!("tandem_escalation_audits_dropped_total").increment(1);
+        }
+    }
+
+    /// The job message, its image inline or in the object store.
+    async fn message(
+        &self,
+        jetstream: &JetStream,
+        new: NewJob,
+        traceparent: Option<String>,
+    ) -> Result<SlowJob, SubmitError> {
+        Ok(SlowJob {
+            id: new.id,
+            image: self.place_image(jetstream, new.id, new.image).await?,
+            submitted_at: new.submitted_at,
+            traceparent,
+            deadline_at: new.deadline_at,
+            image_sha256: new.image_sha256,
+        })
     }
 
     /// The image inline in the message, or, when it does not fit in one, in the object store.
@@ -224,12 +293,16 @@ impl Queue {
 
 /// Publishes `job` and waits for JetStream to store it; returns its stream sequence (the first
 /// publish's, for a duplicate).
-async fn publish(jetstream: &JetStream, job: &SlowJob) -> Result<u64, SubmitError> {
+async fn publish(
+    jetstream: &JetStream,
+    subject: &'static str,
+    job: &SlowJob,
+) -> Result<u64, SubmitError> {
     let unavailable = |e: &dyn std::fmt::Display| SubmitError::Unavailable(e.to_string());
     let (headers, payload) = job.to_message();
     let ack = jetstream
         .js
-        .publish_with_headers(contract::JOBS_SUBJECT, headers, payload)
+        .publish_with_headers(subject, headers, payload)
         .await
         .map_err(|e| unavailable(&e))?;
     ack.await.map(|ack| ack.sequence).map_err(|e| {
@@ -250,10 +323,14 @@ async fn set_up(
     contract::ensure_webhooks_stream(js, settings).await?;
     let kv = contract::ensure_jobs_bucket(js, settings).await?;
     let images = contract::ensure_images_bucket(js, settings).await?;
+    // Where skipped jobs go to be audited (empty while no audit rate is set).
+    contract::ensure_audits_stream(js, settings).await?;
+    let results = contract::ensure_results_bucket(js, settings).await?;
     Ok(JetStream {
         js: js.clone(),
         store: JobStore::new(kv),
         images,
+        results: results.map(ResultCache::new),
     })
 }
 

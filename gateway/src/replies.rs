@@ -10,7 +10,10 @@
 use std::{borrow::Cow, collections::BTreeMap};
 
 use serde::Serialize;
-use tandem_core::job::{JobId, JobRecord, JobStatus, Prediction};
+use tandem_core::{
+    escalation::DecidedBy,
+    job::{JobId, JobRecord, JobStatus, Prediction},
+};
 use utoipa::{
     PartialSchema, ToSchema,
     openapi::{
@@ -32,6 +35,12 @@ pub struct PredictReply {
     pub job_id: JobId,
     pub fast: Prediction,
     pub status: JobStatus,
+    /// Whether the job goes on to the slow model (`escalate`).
+    pub escalated: bool,
+    /// Whose label is final: `fast` (not escalated; the job is final at once) or `slow`.
+    pub decided_by: DecidedBy,
+    /// Whether both answers came from the result cache (the job is final at once).
+    pub cached: bool,
     /// `/job/<id>`.
     pub job_url: String,
     /// `/job/<id>/events`.
@@ -53,6 +62,9 @@ impl PredictReply {
             label_by_model: label_by_model(&fast),
             fast,
             status: record.status,
+            escalated: record.escalated,
+            decided_by: record.decided_by,
+            cached: record.cached,
             job_url: format!("/job/{}", record.id),
             events_url: format!("/job/{}/events", record.id),
             job: None,
@@ -62,6 +74,7 @@ impl PredictReply {
     /// After a `Prefer: wait`: the job as it now stands, carried whole once final.
     pub fn waited(mut self, record: &JobRecord) -> Self {
         self.status = record.status;
+        self.decided_by = record.decided_by;
         if record.status.is_terminal() {
             self.job = Some(Box::new(JobView::new(record)));
         }
@@ -79,22 +92,24 @@ pub struct QueuePosition {
     pub eta_ms: Option<u64>,
 }
 
-/// Whether the slow answer's label differs from the fast one's: `Some` once the job is final
-/// (`false` when there is no slow answer), `None` before.
+/// Whether the final label differs from the fast one: `Some` once the job is final (`false`
+/// when the fast model decided), `None` before.
 pub fn changed(record: &JobRecord) -> Option<bool> {
     record.status.is_terminal().then(|| {
-        matches!((&record.fast, &record.slow), (Some(fast), Some(slow)) if fast.label != slow.label)
+        record.decided_by == DecidedBy::Slow
+            && matches!((&record.fast, &record.slow), (Some(fast), Some(slow)) if fast.label != slow.label)
     })
 }
 
-/// The original clients' view of the slow answer: the label, or `""` while there is none.
+/// The original clients' view of the answer: the final label (the slow one, or the fast one
+/// when the fast model decided), or `""` while there is none.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct OriginalPrediction {
     pub prediction: String,
 }
 
 /// A job as `GET /job/<id>` returns it (and each SSE event carries): the record's fields plus,
-/// for the original clients, `"<id>": {"prediction": "<slow label or empty>"}`.
+/// for the original clients, `"<id>": {"prediction": "<final label or empty>"}`.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobView {
     #[serde(flatten)]
@@ -113,9 +128,8 @@ pub struct JobView {
 impl JobView {
     pub fn new(record: &JobRecord) -> Self {
         let prediction = record
-            .slow
-            .as_ref()
-            .map_or_else(String::new, |slow| slow.label.clone());
+            .final_answer()
+            .map_or_else(String::new, |answer| answer.label.clone());
         Self {
             by_id: BTreeMap::from([(record.id.to_string(), OriginalPrediction { prediction })]),
             queue: None,
@@ -139,7 +153,7 @@ impl PartialSchema for JobView {
         if let RefOr::T(Schema::Object(object)) = &mut schema {
             object.description = Some(
                 "A job: the record's fields plus, for the original clients, \
-                 `\"<id>\": {\"prediction\": \"<slow label or empty>\"}`."
+                 `\"<id>\": {\"prediction\": \"<final label or empty>\"}`."
                     .into(),
             );
             object.additional_properties = Some(Box::new(AdditionalProperties::RefOr(RefOr::Ref(
@@ -154,7 +168,7 @@ impl PartialSchema for JobView {
                 ObjectBuilder::new()
                     .schema_type(Type::Boolean)
                     .description(Some(
-                        "Once final: whether the slow label differs from the fast one \
+                        "Once final: whether the final (slow) label differs from the fast one \
                          (`false` without a slow answer).",
                     ))
                     .into(),

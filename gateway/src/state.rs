@@ -14,6 +14,8 @@ pub struct AppState {
     pub model: ModelClient,
     pub queue: Queue,
     pub hub: JobHub,
+    /// Which jobs go on to the slow model.
+    pub escalation: crate::escalation::Escalation,
     /// Becomes `true` when the gateway begins to drain (ends `Prefer: wait` waits).
     pub draining: tokio::sync::watch::Receiver<bool>,
 }

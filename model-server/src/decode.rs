@@ -5,15 +5,103 @@
 //! allocated, so a small file that claims to be 50000 x 50000 costs nothing. `image::Limits`
 //! bounds what the decoders themselves may allocate. The image crate's JPEG decoder fills a
 //! truncated file with grey rather than failing, so JPEGs are checked for their end marker.
+//!
+//! The EXIF orientation (JPEG, WebP, TIFF) is applied before anything else sees the pixels, so
+//! the crop is taken from the image as it is meant to be displayed.
+//!
+//! A model needs far fewer pixels than a camera photo has: a JPEG can be decoded at 1/2, 1/4 or
+//! 1/8 scale in the DCT domain, skipping most of the work. [`scale_for`] picks the smallest
+//! scale that still leaves the model's input size after its crop; `jpeg` decodes at it.
 
 use std::io::{Cursor, ErrorKind};
 
-use image::{DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits, RgbImage};
+use image::{
+    DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader, Limits, RgbImage,
+    metadata::Orientation,
+};
 
-use crate::error::ModelError;
+use crate::{error::ModelError, preprocess::Preprocess};
 
-/// Decodes image `index` of a request to RGB8 (alpha dropped, grey expanded, 16-bit narrowed).
+mod jpeg;
+
+/// The fraction of each dimension a JPEG is decoded at: 1/1, 1/2, 1/4 or 1/8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Scale {
+    denominator: u8,
+}
+
+impl Scale {
+    /// Every pixel (and the only scale of formats other than JPEG).
+    pub const FULL: Self = Self { denominator: 1 };
+
+    /// 1/`denominator`: 1, 2, 4 or 8 (anything else is [`Self::FULL`]).
+    pub fn new(denominator: u8) -> Self {
+        match denominator {
+            2 | 4 | 8 => Self { denominator },
+            _ => Self::FULL,
+        }
+    }
+
+    /// 1 (full), 2, 4 or 8.
+    pub fn denominator(self) -> u8 {
+        self.denominator
+    }
+
+    /// A `width` x `height` image's size at this scale (rounded up, as the JPEG decoder does).
+    pub fn of(self, width: u32, height: u32) -> (u32, u32) {
+        let d = u32::from(self.denominator);
+        (width.div_ceil(d), height.div_ceil(d))
+    }
+}
+
+/// The scale to decode `bytes` at for `need`: the smallest whose result, after `need`'s crop,
+/// is still at least `need`'s input size. Reads only the JPEG's header; [`Scale::FULL`] for
+/// other formats and anything the header does not tell (the decode then reports the error).
+pub fn scale_for(bytes: &[u8], need: &Preprocess) -> Scale {
+    jpeg::scale_for(bytes, need).unwrap_or(Scale::FULL)
+}
+
+/// Whether a `width` x `height` image (as displayed) still covers `need` after its crop.
+fn covers(need: &Preprocess, width: u32, height: u32) -> bool {
+    let region = need.region(width, height);
+    region.width >= need.width && region.height >= need.height
+}
+
+/// Whether `orientation` swaps width and height.
+fn swaps(orientation: Orientation) -> bool {
+    matches!(
+        orientation,
+        Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH
+    )
+}
+
+/// Decodes image `index` of a request to RGB8 (alpha dropped, grey expanded, 16-bit narrowed),
+/// every pixel, oriented as displayed.
 pub fn decode_rgb8(bytes: &[u8], index: usize, max_pixels: u64) -> Result<RgbImage, ModelError> {
+    decode_rgb8_at(bytes, index, max_pixels, Scale::FULL)
+}
+
+/// As [`decode_rgb8`], at the scale `need` calls for ([`scale_for`]).
+pub fn decode_rgb8_for(
+    bytes: &[u8],
+    index: usize,
+    max_pixels: u64,
+    need: &Preprocess,
+) -> Result<RgbImage, ModelError> {
+    decode_rgb8_at(bytes, index, max_pixels, scale_for(bytes, need))
+}
+
+/// As [`decode_rgb8`], a JPEG at `scale` (other formats, and JPEGs the scaled decoder cannot
+/// read, in full). The pixel limit applies to the full size, as without scaling.
+pub fn decode_rgb8_at(
+    bytes: &[u8],
+    index: usize,
+    max_pixels: u64,
+    scale: Scale,
+) -> Result<RgbImage, ModelError> {
     let undecodable = |reason: String| ModelError::Undecodable { index, reason };
     if bytes.is_empty() {
         return Err(undecodable("it is empty (0 bytes)".into()));
@@ -34,11 +122,12 @@ pub fn decode_rgb8(bytes: &[u8], index: usize, max_pixels: u64) -> Result<RgbIma
     }
     let mut limits = Limits::default();
     // Enough for the largest allowed image at 16 bits per channel with alpha, plus slack.
-    limits.max_alloc = Some(max_pixels.saturating_mul(8).saturating_add(64 << 20));
+    let max_alloc = max_pixels.saturating_mul(8).saturating_add(64 << 20);
+    limits.max_alloc = Some(max_alloc);
     reader.limits(limits);
 
     // Reads only the header.
-    let decoder = reader
+    let mut decoder = reader
         .into_decoder()
         .map_err(|e| classify(e, index, max_pixels))?;
     let (width, height) = decoder.dimensions();
@@ -55,7 +144,17 @@ pub fn decode_rgb8(bytes: &[u8], index: usize, max_pixels: u64) -> Result<RgbIma
             max: max_pixels,
         });
     }
-    let image = DynamicImage::from_decoder(decoder).map_err(|e| classify(e, index, max_pixels))?;
+    if format == ImageFormat::Jpeg && scale != Scale::FULL {
+        let max_alloc = usize::try_from(max_alloc).unwrap_or(usize::MAX);
+        if let Some(image) = jpeg::decode_scaled(bytes, scale, (width, height), max_alloc) {
+            return Ok(image);
+        }
+    }
+    // A missing or unreadable orientation is no reason to refuse the pixels.
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let mut image =
+        DynamicImage::from_decoder(decoder).map_err(|e| classify(e, index, max_pixels))?;
+    image.apply_orientation(orientation);
     Ok(image.into_rgb8())
 }
 

@@ -6,7 +6,10 @@
 //! first is still decoding, the second waits for it rather than decoding alongside it.
 //!
 //! Entries are keyed by the encoded bytes themselves (a hash finds the candidate, an equality
-//! check makes sure: a hash collision can never hand one client's pixels to another). The cache
+//! check makes sure: a hash collision can never hand one client's pixels to another) and by the
+//! scale a JPEG is decoded at (`decode::scale_for`, from each model's input size and crop): a
+//! model whose need calls for a larger decode than the other's gets its own, never a smaller
+//! one; at the usual photo sizes both models' needs call for the same scale and share. The cache
 //! holds at most `budget` bytes of pixels, oldest out first, and nothing older than [`MAX_AGE`];
 //! images whose pixels take more than a quarter of the budget are not kept.
 
@@ -20,7 +23,11 @@ use std::{
 use bytes::Bytes;
 use image::RgbImage;
 
-use crate::{decode, error::ModelError};
+use crate::{
+    decode::{self, Scale},
+    error::ModelError,
+    preprocess::Preprocess,
+};
 
 /// How long a decoded image is kept at most: the slow request comes soon after the fast one or,
 /// behind a long queue, long after anything could be kept for it.
@@ -32,6 +39,7 @@ type Slot = Arc<OnceLock<Option<Arc<RgbImage>>>>;
 
 struct Entry {
     encoded: Bytes,
+    scale: Scale,
     slot: Slot,
     added: Instant,
     /// Pixel bytes charged to the budget (0 until decoded).
@@ -69,16 +77,20 @@ impl DecodeCache {
         }
     }
 
-    /// Image `index` of a request, decoded to RGB8 by this call or by an earlier one for the
-    /// same bytes. Blocking: run it on the blocking pool.
+    /// Image `index` of a request, decoded to RGB8 for `need` (at `decode::scale_for`) by this
+    /// call or by an earlier one for the same bytes at the same scale. Blocking: run it on the
+    /// blocking pool.
     pub fn decode(
         &self,
         encoded: &Bytes,
         index: usize,
         max_pixels: u64,
+        need: &Preprocess,
     ) -> Result<Arc<RgbImage>, ModelError> {
-        let decode_here = || decode::decode_rgb8(encoded, index, max_pixels).map(Arc::new);
-        let Some((key, slot)) = self.slot(encoded) else {
+        let scale = decode::scale_for(encoded, need);
+        let decode_here =
+            || decode::decode_rgb8_at(encoded, index, max_pixels, scale).map(Arc::new);
+        let Some((key, slot)) = self.slot(encoded, scale) else {
             return decode_here();
         };
         let mut mine = None;
@@ -105,25 +117,28 @@ impl DecodeCache {
         }
     }
 
-    /// The slot for `encoded`, new or found; `None` when the cache is off.
-    fn slot(&self, encoded: &Bytes) -> Option<(u64, Slot)> {
+    /// The slot for `encoded` at `scale`, new or found; `None` when the cache is off.
+    fn slot(&self, encoded: &Bytes, scale: Scale) -> Option<(u64, Slot)> {
         if self.budget == 0 {
             return None;
         }
         let mut hasher = DefaultHasher::new();
         encoded.hash(&mut hasher);
+        scale.hash(&mut hasher);
         let key = hasher.finish();
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.expire(Instant::now());
         if let Some(entry) = inner.entries.get(&key) {
             // Same hash, different bytes: decode without the cache rather than mix them up.
-            return (entry.encoded == *encoded).then(|| (key, entry.slot.clone()));
+            let same = entry.encoded == *encoded && entry.scale == scale;
+            return same.then(|| (key, entry.slot.clone()));
         }
         let slot = Slot::default();
         inner.entries.insert(
             key,
             Entry {
                 encoded: encoded.clone(),
+                scale,
                 slot: slot.clone(),
                 added: Instant::now(),
                 size: 0,
@@ -184,81 +199,5 @@ impl Inner {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn png(width: u32, height: u32, shade: u8) -> Bytes {
-        let image = RgbImage::from_pixel(width, height, image::Rgb([shade, 0, 0]));
-        let mut out = std::io::Cursor::new(Vec::new());
-        image.write_to(&mut out, image::ImageFormat::Png).unwrap();
-        Bytes::from(out.into_inner())
-    }
-
-    #[test]
-    fn the_same_bytes_are_decoded_once() {
-        let cache = DecodeCache::new(1 << 20);
-        let encoded = png(8, 8, 10);
-        let first = cache.decode(&encoded, 0, 1000).unwrap();
-        // Another buffer with the same bytes, as a second request would bring.
-        let again = cache
-            .decode(&Bytes::from(encoded.to_vec()), 1, 1000)
-            .unwrap();
-        assert!(Arc::ptr_eq(&first, &again));
-        let other = cache.decode(&png(8, 8, 20), 0, 1000).unwrap();
-        assert!(!Arc::ptr_eq(&first, &other));
-        assert_eq!(other.get_pixel(0, 0).0, [20, 0, 0]);
-    }
-
-    #[test]
-    fn failures_are_not_shared_and_name_their_own_image() {
-        let cache = DecodeCache::new(1 << 20);
-        let junk = Bytes::from_static(b"not an image at all");
-        for index in [0, 3] {
-            match cache.decode(&junk, index, 1000) {
-                Err(ModelError::Undecodable { index: got, .. }) => assert_eq!(got, index),
-                other => panic!("{other:?}"),
-            }
-        }
-        assert!(
-            cache.inner.lock().unwrap().entries.is_empty(),
-            "junk is not held"
-        );
-    }
-
-    #[test]
-    fn the_budget_bounds_what_is_kept() {
-        // Room for five 8 x 8 images (192 bytes of pixels each, plus their encoded bytes); a
-        // 16 x 16 image (768 bytes of pixels, over a quarter of the budget) is never kept.
-        let images: Vec<Bytes> = (0..8).map(|i| png(8, 8, i)).collect();
-        let largest = images.iter().map(Bytes::len).max().unwrap();
-        let smallest = images.iter().map(Bytes::len).min().unwrap();
-        let budget = 5 * (192 + largest) + 10;
-        assert!(6 * (192 + smallest) > budget, "six never fit");
-        let cache = DecodeCache::new(budget);
-        for image in &images {
-            cache.decode(image, 0, 1000).unwrap();
-        }
-        let inner = cache.inner.lock().unwrap();
-        assert!(inner.bytes <= budget, "{}", inner.bytes);
-        assert_eq!(inner.entries.len(), 5);
-        drop(inner);
-        let first = cache.decode(&images[0], 0, 1000).unwrap();
-        let again = cache.decode(&images[0], 0, 1000).unwrap();
-        assert!(Arc::ptr_eq(&first, &again), "decoded again, and kept");
-        let big = png(16, 16, 1);
-        assert!(768 > budget / 4);
-        let a = cache.decode(&big, 0, 1000).unwrap();
-        let b = cache.decode(&big, 0, 1000).unwrap();
-        assert!(!Arc::ptr_eq(&a, &b));
-    }
-
-    #[test]
-    fn a_zero_budget_turns_it_off() {
-        let cache = DecodeCache::new(0);
-        let encoded = png(4, 4, 1);
-        let a = cache.decode(&encoded, 0, 1000).unwrap();
-        let b = cache.decode(&encoded, 0, 1000).unwrap();
-        assert!(!Arc::ptr_eq(&a, &b));
-        assert!(cache.inner.lock().unwrap().entries.is_empty());
-    }
-}
+#[path = "decode_cache_tests.rs"]
+mod tests;

@@ -4,6 +4,7 @@ use image::{DynamicImage, ImageFormat, Rgb, Rgba, RgbaImage};
 use tandem_test_images::{png_chunk, png_claiming};
 
 use super::*;
+use crate::preprocess::Preprocess;
 
 const LIMIT: u64 = 40_000_000;
 
@@ -160,4 +161,150 @@ fn jpeg_completeness_walks_segments() {
     ];
     assert!(check_jpeg_complete(&thumbnail).is_err());
     assert!(check_jpeg_complete(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 1]).is_err());
+}
+
+/// A model input of `side` x `side`, centre-cropped (or stretched, `crop: None`).
+fn need(side: u32, crop: crate::preprocess::Crop) -> Preprocess {
+    Preprocess {
+        width: side,
+        height: side,
+        layout: crate::preprocess::Layout::Nchw,
+        scaling: crate::preprocess::Scaling::Affine {
+            scale: 1.0,
+            offset: 0.0,
+        },
+        crop,
+    }
+}
+
+/// `tests/data/chelsea.jpg` upscaled to `width` x `height`, as a quality-90 JPEG.
+fn big_jpeg(width: u32, height: u32) -> Vec<u8> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/chelsea.jpg");
+    let photo = decode_rgb8(&std::fs::read(path).unwrap(), 0, LIMIT).unwrap();
+    let mut big =
+        fast_image_resize::images::Image::new(width, height, fast_image_resize::PixelType::U8x3);
+    fast_image_resize::Resizer::new()
+        .resize(&photo, &mut big, None)
+        .unwrap();
+    let big = RgbImage::from_raw(width, height, big.into_vec()).unwrap();
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+        .encode_image(&big)
+        .unwrap();
+    jpeg
+}
+
+#[test]
+fn the_scale_is_the_smallest_that_covers_the_crop() {
+    use crate::preprocess::Crop;
+    let jpeg = big_jpeg(4000, 3000);
+    // Centre square 3000: 375 at 1/8.
+    assert_eq!(scale_for(&jpeg, &need(224, Crop::Center)), Scale::new(8));
+    assert_eq!(scale_for(&jpeg, &need(260, Crop::Center)), Scale::new(8));
+    assert_eq!(scale_for(&jpeg, &need(400, Crop::Center)), Scale::new(4));
+    assert_eq!(scale_for(&jpeg, &need(1000, Crop::Center)), Scale::new(2));
+    assert_eq!(scale_for(&jpeg, &need(1600, Crop::Center)), Scale::FULL);
+    // Not cropped: the shorter side decides too (3000 / 8 = 375).
+    assert_eq!(scale_for(&jpeg, &need(380, Crop::None)), Scale::new(4));
+    // Other formats are never scaled.
+    let png = encode(&sample(), ImageFormat::Png);
+    assert_eq!(scale_for(&png, &need(1, Crop::Center)), Scale::FULL);
+    assert_eq!(Scale::new(8).of(4000, 3000), (500, 375));
+    assert_eq!(Scale::new(3), Scale::FULL);
+}
+
+#[test]
+fn a_big_jpeg_is_decoded_at_a_reduced_scale_within_the_same_limits() {
+    use crate::preprocess::Crop;
+    let jpeg = big_jpeg(4000, 3000);
+    for side in [224, 260] {
+        let need = need(side, Crop::Center);
+        let image = decode_rgb8_for(&jpeg, 0, LIMIT, &need).unwrap();
+        assert_eq!(image.dimensions(), (500, 375), "1/8 for {side}");
+        assert!(image.width().min(image.height()) >= side);
+        // The same pixels as a full decode, shrunk: the centre is the cat's colours.
+        let full = decode_rgb8(&jpeg, 0, LIMIT).unwrap();
+        assert_eq!(full.dimensions(), (4000, 3000));
+        let (a, b) = (image.get_pixel(250, 187).0, full.get_pixel(2000, 1500).0);
+        assert!(
+            a.iter().zip(b).all(|(x, y)| x.abs_diff(y) < 40),
+            "{a:?} {b:?}"
+        );
+    }
+    // The pixel limit is the full size's, checked from the header as before.
+    let need = need(224, Crop::Center);
+    assert!(decode_rgb8_for(&jpeg, 0, 12_000_000, &need).is_ok());
+    match decode_rgb8_for(&jpeg, 2, 11_999_999, &need).unwrap_err() {
+        ModelError::TooLarge {
+            index,
+            width,
+            height,
+            pixels,
+            max,
+        } => assert_eq!(
+            (index, width, height, pixels, max),
+            (2, 4000, 3000, 12_000_000, 11_999_999)
+        ),
+        other => panic!("expected TooLarge, got {other}"),
+    }
+}
+
+#[test]
+fn a_truncated_big_jpeg_is_refused_as_truncated() {
+    let jpeg = big_jpeg(4000, 3000);
+    let need = need(224, crate::preprocess::Crop::Center);
+    for cut in [jpeg.len() - 2, jpeg.len() / 2, 1000] {
+        let err = decode_rgb8_for(&jpeg[..cut], 0, LIMIT, &need).unwrap_err();
+        assert!(
+            matches!(err, ModelError::Truncated { index: 0, .. }),
+            "cut at {cut}: {err}"
+        );
+    }
+}
+
+#[test]
+fn every_jpeg_decoder_pixel_format_becomes_rgb8() {
+    use jpeg_decoder::PixelFormat;
+    let rgb = jpeg::to_rgb8(&[1, 2, 3, 4, 5, 6], PixelFormat::RGB24, 2, 1).unwrap();
+    assert_eq!(rgb.as_raw(), &[1, 2, 3, 4, 5, 6]);
+    let grey = jpeg::to_rgb8(&[7, 9], PixelFormat::L8, 1, 2).unwrap();
+    assert_eq!(grey.as_raw(), &[7, 7, 7, 9, 9, 9]);
+    let deep = jpeg::to_rgb8(&0xAB12_u16.to_ne_bytes(), PixelFormat::L16, 1, 1).unwrap();
+    assert_eq!(deep.as_raw(), &[0xAB; 3]);
+    // CMYK as jpeg-decoder gives it (ink amounts): all ink is black, none is white, full
+    // magenta is green-less.
+    let cmyk = [255, 255, 255, 255, 0, 0, 0, 0, 0, 255, 0, 0];
+    let cmyk = jpeg::to_rgb8(&cmyk, PixelFormat::CMYK32, 3, 1).unwrap();
+    assert_eq!(cmyk.as_raw(), &[0, 0, 0, 255, 255, 255, 255, 0, 255]);
+    assert!(
+        jpeg::to_rgb8(&[1, 2], PixelFormat::RGB24, 1, 1).is_none(),
+        "too short"
+    );
+}
+
+/// The 12-megapixel decode, full against scaled (1/8 for a 224 x 224 input): run with
+/// `cargo test -p tandem-model-server --lib -- --ignored --nocapture scaled_decode_time`.
+#[test]
+#[ignore = "a timing, not a check"]
+fn scaled_decode_time() {
+    let jpeg = big_jpeg(4000, 3000);
+    let need = need(224, crate::preprocess::Crop::Center);
+    let median = |f: &dyn Fn()| {
+        let mut times: Vec<Duration> = (0..7)
+            .map(|_| {
+                let started = Instant::now();
+                f();
+                started.elapsed()
+            })
+            .collect();
+        times.sort();
+        times[3]
+    };
+    let full = median(&|| drop(decode_rgb8(&jpeg, 0, LIMIT).unwrap()));
+    let scaled = median(&|| drop(decode_rgb8_for(&jpeg, 0, LIMIT, &need).unwrap()));
+    eprintln!(
+        "12 MP JPEG ({} bytes): full {full:?}, scaled (1/8) {scaled:?}, {:.1}x",
+        jpeg.len(),
+        full.as_secs_f64() / scaled.as_secs_f64()
+    );
 }

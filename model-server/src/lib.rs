@@ -9,10 +9,12 @@
 //! - `repository`: the model repository, each model's `config.toml` (read and checked in
 //!   `repository/config_file.rs`) and labels;
 //! - `runtime`: finding and loading the ONNX Runtime library, once per process;
+//! - `digest`: each model's identity digest, reported to clients as `model_digest`;
 //! - `registry`: the served models by name, readiness, background loading;
 //! - `runner`: one thread per model owning its session (created, checked and run in
 //!   `runner/session.rs`), with dynamic batching;
-//! - `decode`: encoded bytes to RGB8, with the pixel limit checked before decoding;
+//! - `decode`: encoded bytes to RGB8, with the pixel limit checked before decoding, EXIF
+//!   orientation applied, JPEGs at the smallest DCT scale the model needs (`decode/jpeg.rs`);
 //! - `decode_cache`: [`decode_cache::DecodeCache`], the cache of recently decoded images, so
 //!   the fast and slow requests for one image decode it once;
 //! - `preprocess`: crop, resize, scale and lay out into the input tensor;
@@ -28,6 +30,7 @@ pub mod classify;
 pub mod config;
 pub mod decode;
 pub mod decode_cache;
+pub mod digest;
 pub mod drain;
 pub mod error;
 pub mod preprocess;

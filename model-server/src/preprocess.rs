@@ -3,7 +3,9 @@
 //! Each image is cropped (centre square, or not at all), resized with `fast_image_resize`
 //! (SIMD, bilinear convolution: antialiased when shrinking, as PIL's bilinear), and written
 //! straight into its slot of the batch's one `f32` buffer, scaled through a per-channel lookup
-//! table and laid out as NCHW or NHWC. Decoding is in `decode`; both run on tokio's blocking pool.
+//! table and laid out as NCHW or NHWC. Decoding is in `decode` (a JPEG at the smallest DCT
+//! scale that still covers [`Preprocess::region`] at the input size); both run on tokio's
+//! blocking pool.
 
 use bytes::Bytes;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer, images::Image};
@@ -173,7 +175,8 @@ impl Preprocess {
         Ok(())
     }
 
-    /// Decodes image `index` of a request and prepares its `image_len()` values.
+    /// Decodes image `index` of a request (a JPEG at the smallest scale that still covers the
+    /// model's input: `decode::scale_for`) and prepares its `image_len()` values.
     /// Blocking: run it on the blocking pool.
     pub fn prepare_encoded(
         &self,
@@ -181,7 +184,7 @@ impl Preprocess {
         index: usize,
         max_pixels: u64,
     ) -> Result<Vec<f32>, ModelError> {
-        let image = decode::decode_rgb8(encoded, index, max_pixels)?;
+        let image = decode::decode_rgb8_for(encoded, index, max_pixels, self)?;
         self.prepare_decoded(&image)
     }
 

@@ -1,9 +1,9 @@
 //! The model repository: one sub-folder per model with its ONNX file, labels and `config.toml`.
 //!
-//! Reading the repository is cheap (TOML and a labels file per model) and happens before the
-//! server binds, so a broken deployment fails at start with every problem of a file listed,
-//! each naming the file and the field. Creating ONNX Runtime sessions is the slow part and
-//! happens later, in the background (see `runner`).
+//! Reading the repository is cheap (per model: TOML, a labels file, and hashing the ONNX file
+//! for its digest) and happens before the server binds, so a broken deployment fails at start
+//! with every problem of a file listed, each naming the file and the field. Creating ONNX
+//! Runtime sessions is the slow part and happens later, in the background (see `runner`).
 
 use std::{
     collections::BTreeSet,
@@ -16,7 +16,10 @@ use serde::Deserialize;
 
 #[cfg(test)]
 use crate::preprocess::{Crop, Scaling}; // for the tests' `use super::*`
-use crate::preprocess::{Layout, Preprocess};
+use crate::{
+    digest,
+    preprocess::{Layout, Preprocess},
+};
 use config_file::RawConfig;
 
 mod config_file;
@@ -95,6 +98,9 @@ pub struct ModelSpec {
     pub max_batch_size: usize,
     /// How long the model thread waits for more requests to fill a batch.
     pub max_queue_delay: Duration,
+    /// `sha256:<hex>` of what decides the model's answers (see `digest`); empty until
+    /// [`Self::load`].
+    pub digest: String,
 }
 
 impl ModelSpec {
@@ -115,7 +121,7 @@ impl ModelSpec {
         }
     }
 
-    /// Reads and validates `dir/config.toml` and the files it names.
+    /// Reads and validates `dir/config.toml` and the files it names, and computes the digest.
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
         let config_path = dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&config_path)
@@ -127,32 +133,47 @@ impl ModelSpec {
         let mut spec = Self::parse(&config_path, &folder, &text)?;
         spec.onnx_path = dir.join(&spec.onnx_path);
         spec.labels_path = dir.join(&spec.labels_path);
-        if spec.backend == Backend::Null {
-            // No weights; labels only if the folder has them, else one class named "null".
-            spec.labels = match std::fs::read_to_string(&spec.labels_path) {
-                Ok(text) => parse_labels(&text)
-                    .with_context(|| format!("{}: field `labels_file`", config_path.display()))?,
-                Err(_) => vec!["null".to_owned()],
-            };
-            return Ok(spec);
-        }
-        if !spec.onnx_path.is_file() {
+        let onnx = match spec.backend {
+            Backend::Null => {
+                // No weights; labels only if the folder has them, else one class named "null".
+                spec.labels = match std::fs::read_to_string(&spec.labels_path) {
+                    Ok(text) => parse_labels(&text).with_context(|| {
+                        format!("{}: field `labels_file`", config_path.display())
+                    })?,
+                    Err(_) => vec!["null".to_owned()],
+                };
+                Vec::new()
+            }
+            Backend::Onnx => spec.read_onnx_and_labels()?,
+        };
+        spec.digest = digest::model_digest(&spec, &onnx);
+        Ok(spec)
+    }
+
+    /// Reads the labels, and the ONNX file's bytes (for the digest).
+    fn read_onnx_and_labels(&mut self) -> anyhow::Result<Vec<u8>> {
+        let config = self.config_path.display();
+        if !self.onnx_path.is_file() {
             bail!(
-                "{}: field `onnx_file`: {} does not exist",
-                config_path.display(),
-                spec.onnx_path.display()
+                "{config}: field `onnx_file`: {} does not exist",
+                self.onnx_path.display()
             );
         }
-        let labels_text = std::fs::read_to_string(&spec.labels_path).with_context(|| {
+        let onnx = std::fs::read(&self.onnx_path).with_context(|| {
             format!(
-                "{}: field `labels_file`: cannot read {}",
-                config_path.display(),
-                spec.labels_path.display()
+                "{config}: field `onnx_file`: cannot read {}",
+                self.onnx_path.display()
             )
         })?;
-        spec.labels = parse_labels(&labels_text)
-            .with_context(|| format!("{}: field `labels_file`", config_path.display()))?;
-        Ok(spec)
+        let labels_text = std::fs::read_to_string(&self.labels_path).with_context(|| {
+            format!(
+                "{config}: field `labels_file`: cannot read {}",
+                self.labels_path.display()
+            )
+        })?;
+        self.labels =
+            parse_labels(&labels_text).with_context(|| format!("{config}: field `labels_file`"))?;
+        Ok(onnx)
     }
 
     /// Parses and validates the text of a `config.toml`, reporting every bad field at once.
@@ -183,6 +204,7 @@ impl ModelSpec {
             thread_nice: raw.thread_nice,
             max_batch_size: raw.max_batch_size,
             max_queue_delay: Duration::from_micros(raw.max_queue_delay_us),
+            digest: String::new(),
         })
     }
 }

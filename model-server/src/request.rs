@@ -5,7 +5,8 @@
 //! comes from `contents` or from `raw_input_contents[0]` (little-endian FP32; length-prefixed
 //! BYTES). The output is FP32 `[N, classes]` in `raw_output_contents`, or, when the int64
 //! parameter `classification` = k is set on the requested output or on the request, BYTES
-//! `[N, k]` of `score:index:label` strings (Triton's classification extension).
+//! `[N, k]` of `score:index:label` strings (Triton's classification extension). Every response
+//! carries the model's digest in the string parameter `model_digest` (see `digest`).
 
 use std::collections::HashMap;
 
@@ -302,7 +303,7 @@ pub fn response(
         model_name: spec.name.clone(),
         model_version: VERSION.to_owned(),
         id: request.id.clone(),
-        parameters: HashMap::new(),
+        parameters: crate::digest::parameters(spec),
         outputs: vec![InferOutputTensor {
             name: spec.output_tensor.clone(),
             datatype: datatype.to_owned(),

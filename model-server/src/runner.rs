@@ -26,6 +26,9 @@ mod session;
 /// Requests that may wait in a model's queue before new ones are refused.
 const QUEUE_CAPACITY: usize = 256;
 
+/// The counter of images each model has run, by `model` (see [`serve_model`]).
+pub const INFERENCES_METRIC: &str = "tandem_model_inferences_total";
+
 /// One queued request, an item of the batch it will run in: `images` images,
 /// `images * image_len` values.
 struct BatchItem {
@@ -102,6 +105,8 @@ impl ModelRunner {
     ) -> anyhow::Result<Self> {
         let (queue, queued) = sync_channel(QUEUE_CAPACITY);
         let name = spec.name.clone();
+        // At 0 before the model can be ready, so that a scrape can show it ran nothing.
+        metrics::counter!(INFERENCES_METRIC, "model" => name.clone()).increment(0);
         std::thread::Builder::new()
             .name(format!("model-{name}"))
             .spawn(move || {
@@ -146,20 +151,25 @@ fn set_nice(spec: &ModelSpec) {
     }
 }
 
-/// [`serve`] with the model's batching settings.
+/// [`serve`] with the model's batching settings, counting every image run (failed batches
+/// too) in `tandem_model_inferences_total{model}`.
 fn serve_model(
     queued: &Receiver<BatchItem>,
     spec: &ModelSpec,
-    engine: impl FnMut(&[f32], usize) -> Result<Vec<f32>, String>,
+    mut engine: impl FnMut(&[f32], usize) -> Result<Vec<f32>, String>,
 ) {
     let waited =
         metrics::histogram!("tandem_model_queue_duration_seconds", "model" => spec.name.clone());
+    let inferred = metrics::counter!(INFERENCES_METRIC, "model" => spec.name.clone());
     serve(
         queued,
         spec.max_batch_size,
         spec.max_queue_delay,
         &waited,
-        engine,
+        |input, images| {
+            inferred.increment(images as u64);
+            engine(input, images)
+        },
     );
 }
 

@@ -71,7 +71,7 @@ impl InferenceService {
                 tokio::task::spawn_blocking(move || {
                     // Held until the work is done, even if the request is cancelled meanwhile.
                     let _permit = permit;
-                    let image = cache.decode(&encoded, index, max_pixels)?;
+                    let image = cache.decode(&encoded, index, max_pixels, &spec.preprocess)?;
                     spec.preprocess.prepare_decoded(&image)
                 })
                 .await
@@ -182,6 +182,7 @@ impl GrpcInferenceService for InferenceService {
                 tensor(IMAGE_INPUT, "BYTES", vec![-1]),
             ],
             outputs: vec![tensor(&spec.output_tensor, "FP32", vec![-1, classes])],
+            parameters: crate::digest::parameters(spec),
         }))
     }
 

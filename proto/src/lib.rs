@@ -26,6 +26,29 @@ pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// Name of Triton's classification parameter on a requested output (`int64`: how many classes).
 pub const CLASSIFICATION_PARAMETER: &str = "classification";
 
+/// Name of the string parameter, in a `ModelInferResponse` and (Tandem's extension) a
+/// `ModelMetadataResponse`, that holds the model's identity: `sha256:<hex>` of its ONNX file and
+/// preprocessing configuration. Answers are cached under it.
+pub const MODEL_DIGEST_PARAMETER: &str = "model_digest";
+
+/// An `InferParameter` holding a string.
+pub fn string_parameter(value: impl Into<String>) -> InferParameter {
+    InferParameter {
+        parameter_choice: Some(infer_parameter::ParameterChoice::StringParam(value.into())),
+    }
+}
+
+/// The string value of `parameters[name]`, if it is one.
+pub fn string_parameter_of<'a>(
+    parameters: &'a std::collections::HashMap<String, InferParameter>,
+    name: &str,
+) -> Option<&'a str> {
+    match parameters.get(name)?.parameter_choice.as_ref()? {
+        infer_parameter::ParameterChoice::StringParam(value) => Some(value),
+        _ => None,
+    }
+}
+
 /// An `InferParameter` holding an `int64`.
 pub fn int64_parameter(value: i64) -> InferParameter {
     InferParameter {

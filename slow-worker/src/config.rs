@@ -18,6 +18,9 @@ pub struct WorkerConfig {
     pub top_k: usize,
     /// `TANDEM_WORKER_CONCURRENCY` (default 1): jobs run at once; also how many are fetched.
     pub concurrency: usize,
+    /// `TANDEM_WORKER_AUDIT_CONCURRENCY` (default 1; 0: this worker audits nothing): audit
+    /// jobs run at once, only while no escalated job runs.
+    pub audit_concurrency: usize,
     /// `TANDEM_SLOW_TIMEOUT_MS` (default 30000): deadline of one slow model call.
     pub model_timeout: Duration,
     /// `TANDEM_RETRY_BASE_MS` (default 1000): first retry delay after a transient failure;
@@ -38,6 +41,7 @@ impl FromEnv for WorkerConfig {
             slow_model: env.string("TANDEM_SLOW_MODEL", "efficientnet_lite2"),
             top_k: env.parse("TANDEM_TOP_K", 5),
             concurrency: env.parse("TANDEM_WORKER_CONCURRENCY", 1),
+            audit_concurrency: env.parse("TANDEM_WORKER_AUDIT_CONCURRENCY", 1),
             model_timeout: env.millis("TANDEM_SLOW_TIMEOUT_MS", Duration::from_secs(30)),
             retry_base: env.millis("TANDEM_RETRY_BASE_MS", Duration::from_secs(1)),
             retry_max: env.millis("TANDEM_RETRY_MAX_MS", Duration::from_secs(30)),
@@ -50,6 +54,9 @@ impl FromEnv for WorkerConfig {
         };
         if !(1..=256).contains(&config.concurrency) {
             env.error("TANDEM_WORKER_CONCURRENCY must be between 1 and 256");
+        }
+        if config.audit_concurrency > 256 {
+            env.error("TANDEM_WORKER_AUDIT_CONCURRENCY must be between 0 and 256");
         }
         if !(1..=100).contains(&config.top_k) {
             env.error("TANDEM_TOP_K must be between 1 and 100");

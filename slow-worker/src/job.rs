@@ -5,21 +5,28 @@
 //! already final, which is then acknowledged without running again), and a failure is recorded
 //! before the message is terminated (a terminated work-queue message is gone).
 
-use std::{sync::Arc, time::Duration};
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, AtomicUsize, Ordering},
+};
 
 use async_nats::jetstream::{AckKind, Message, object_store::ObjectStore};
 use bytes::Bytes;
 use tandem_core::{
     job::{JobId, JobRecord, JobStatus, Prediction},
     model_client::{ClassifyError, ModelClient},
-    slow_job::{ImageRef, SlowJob},
+    result_cache::ResultCache,
+    slow_job::SlowJob,
     store::JobStore,
     telemetry,
 };
-use tokio::io::AsyncReadExt as _;
 use tracing::Instrument as _;
 
-use crate::config::WorkerConfig;
+use crate::{cached::Answer, config::WorkerConfig};
+pub(crate) use crate::{
+    delivery::{ack, keep_alive, patiently},
+    image::{forget_image, load_image},
+};
 
 /// What every job task needs.
 pub struct JobContext {
@@ -29,6 +36,13 @@ pub struct JobContext {
     pub images: ObjectStore,
     /// Where webhook events are emitted (`tandem_core::webhook`).
     pub js: async_nats::jetstream::Context,
+    /// The result cache, when `TANDEM_RESULT_CACHE_TTL_SECS` turns it on.
+    pub cache: Option<ResultCache>,
+    /// Escalated jobs running now: audits wait while there are any.
+    pub running: AtomicUsize,
+    /// When the worker started, and when (ms after) it last re-made its NATS connection.
+    pub started: std::time::Instant,
+    pub last_reconnect_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for JobContext {
@@ -83,7 +97,10 @@ pub async fn process(ctx: Arc<JobContext>, msg: Message) -> Outcome {
     if delivered > 1 {
         metrics::counter!("tandem_worker_redeliveries_total").increment(1);
     }
-    let outcome = run_delivery(&ctx, &msg, delivered).instrument(span).await;
+    ctx.running.fetch_add(1, Ordering::Relaxed);
+    // Boxed: a delivery's future holds its records and the cache's calls (kilobytes).
+    let outcome = Box::pin(run_delivery(&ctx, &msg, delivered).instrument(span)).await;
+    ctx.running.fetch_sub(1, Ordering::Relaxed);
     metrics::counter!("tandem_worker_jobs_total", "outcome" => outcome.as_str()).increment(1);
     if outcome == Outcome::Retrying {
         metrics::counter!("tandem_worker_retries_total").increment(1);
@@ -103,12 +120,12 @@ async fn run_delivery(ctx: &JobContext, msg: &Message, delivered: i64) -> Outcom
     // the call.
     let inference = async {
         match load_image(ctx, &job).await {
-            Ok(image) => run_model(ctx, msg, image).await,
+            Ok(image) => crate::cached::slow_answer(ctx, msg, &job, image).await,
             Err(e) => Err(e),
         }
     };
     let mut inference = std::pin::pin!(inference);
-    let mut marking = std::pin::pin!(mark_running(ctx, &job));
+    let mut marking = std::pin::pin!(patiently(ctx, msg, || mark_running(ctx, &job)));
     let mut early = None;
     let runs = tokio::select! {
         runs = &mut marking => runs,
@@ -208,8 +225,9 @@ async fn on_model_error(
 }
 
 /// Marks the job `running` and counts the attempt; `Ok(Some(record))` when it must not run
-/// (final already, or cancelled). A job without a record (published by something other than
-/// the gateway, or expired) gets one, so that its outcome is visible.
+/// (final already, cancelled, or past its deadline: then it ends `expired`). A job without a
+/// record (published by something other than the gateway, or expired) gets one, so that its
+/// outcome is visible.
 async fn mark_running(
     ctx: &JobContext,
     job: &SlowJob,
@@ -218,8 +236,15 @@ async fn mark_running(
         .store
         .update_or_create(
             job.id,
-            || JobRecord::queued(job.id, job.submitted_at),
+            || {
+                let mut record = JobRecord::queued(job.id, job.submitted_at);
+                record.deadline_at = job.deadline_at;
+                record
+            },
             |r| {
+                if r.past_deadline(time::OffsetDateTime::now_utc()) {
+                    return r.expire();
+                }
                 let runs = r.advance(JobStatus::Running);
                 if runs {
                     r.attempts += 1;
@@ -231,31 +256,8 @@ async fn mark_running(
     Ok((stored.record.status != JobStatus::Running).then_some(stored.record))
 }
 
-async fn load_image(ctx: &JobContext, job: &SlowJob) -> Result<Bytes, ClassifyError> {
-    match &job.image {
-        ImageRef::Inline(bytes) => Ok(bytes.clone()),
-        ImageRef::Object(name) => {
-            let mut object = ctx.images.get(name).await.map_err(|e| {
-                if e.kind() == async_nats::jetstream::object_store::GetErrorKind::NotFound {
-                    ClassifyError::Rejected(format!(
-                        "the job's image {name:?} is gone from the store"
-                    ))
-                } else {
-                    ClassifyError::Unavailable(format!("image store: {e}"))
-                }
-            })?;
-            let mut buffer = Vec::new();
-            object
-                .read_to_end(&mut buffer)
-                .await
-                .map_err(|e| ClassifyError::Unavailable(format!("image store: {e}")))?;
-            Ok(Bytes::from(buffer))
-        }
-    }
-}
-
 /// Calls the slow model, telling JetStream the job is alive while it runs.
-async fn run_model(
+pub(crate) async fn run_model(
     ctx: &JobContext,
     msg: &Message,
     image: Bytes,
@@ -266,15 +268,7 @@ async fn run_model(
         ctx.config.top_k,
         Default::default(),
     );
-    tokio::pin!(call);
-    let period = (ctx.config.nats.ack_wait / 3).max(Duration::from_millis(100));
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    loop {
-        tokio::select! {
-            result = &mut call => return result,
-            _ = ticker.tick() => ack(msg, AckKind::Progress).await,
-        }
-    }
+    keep_alive(ctx, msg, call).await
 }
 
 /// Stores the slow answer (creating the record if it vanished while the model ran: a result
@@ -283,12 +277,12 @@ async fn finish(
     ctx: &JobContext,
     msg: &Message,
     job: &SlowJob,
-    prediction: Prediction,
+    answer: Answer,
     delivered: i64,
 ) -> Outcome {
-    let written = ctx
-        .store
-        .update_or_create(
+    let Answer { prediction, cached } = answer;
+    let written = patiently(ctx, msg, || {
+        ctx.store.update_or_create(
             job.id,
             || {
                 tracing::warn!("job record was gone; result stored as a new record");
@@ -300,12 +294,14 @@ async fn finish(
                 let done = r.advance(JobStatus::Succeeded);
                 if done {
                     r.slow = Some(prediction.clone());
+                    r.cached = cached;
                     r.error = None;
                 }
                 done
             },
         )
-        .await;
+    })
+    .await;
     match written {
         Ok(stored) if !tandem_core::webhook::emit_logged(&ctx.js, &stored.record).await => {
             // The result is stored; its webhook events are not: the redelivery emits them.
@@ -321,6 +317,9 @@ async fn finish(
         }
         Ok(stored) => {
             record_success(job, &prediction, &stored.record);
+            if !cached {
+                crate::cached::remember(ctx, job, &stored.record).await;
+            }
             // Double ack: the server confirms, so a lost ack cannot look like success.
             if let Err(e) = msg.double_ack().await {
                 tracing::warn!(error = %e, "ack not confirmed; a redelivery will be skipped");
@@ -359,19 +358,5 @@ pub async fn fail(ctx: &JobContext, id: JobId, reason: &str) -> bool {
             tracing::warn!(error = %e, job_id = %id, "could not record failure");
             false
         }
-    }
-}
-
-async fn forget_image(ctx: &JobContext, job: &SlowJob) {
-    if let ImageRef::Object(name) = &job.image
-        && let Err(e) = ctx.images.delete(name).await
-    {
-        tracing::debug!(error = %e, "image object not deleted (expires with the bucket's TTL)");
-    }
-}
-
-async fn ack(msg: &Message, kind: AckKind) {
-    if let Err(e) = msg.ack_with(kind).await {
-        tracing::warn!(error = %e, "could not acknowledge message");
     }
 }

@@ -15,6 +15,7 @@ use tandem_core::{
     nats as contract,
     ops::{Check, JetStreamPresence, Readiness},
     pull::FetchLoop,
+    result_cache::ResultCache,
     retry,
     store::JobStore,
 };
@@ -89,23 +90,25 @@ pub async fn run_with_ops(
         .map(|ops| tandem_core::ops::spawn("worker", ops, readiness.clone(), shutdown.clone()))
         .transpose()?;
 
-    let set_up = async {
-        let parts = set_up(&js, &config).await;
-        readiness.set_up.store(true, Ordering::Relaxed);
-        // Fetching before the slow model is loaded would only spend a delivery on a retry.
-        wait_for_model(&model, &config.slow_model).await;
-        parts
-    };
-    let (consumer, store, images) = tokio::select! {
-        parts = set_up => parts,
+    let parts = tokio::select! {
+        parts = set_up_then_wait(&js, &config, &readiness, &model) => parts,
         () = shutdown.clone() => return Ok(()),
     };
+    let (jobs, audits) = (parts.jobs, parts.audits);
     let ctx = Arc::new(JobContext {
         config: config.clone(),
         model,
-        store,
-        images,
+        store: parts.store,
+        images: parts.images,
         js: js.clone(),
+        cache: parts.cache,
+        running: Default::default(),
+        started: std::time::Instant::now(),
+        last_reconnect_ms: Default::default(),
+    });
+    let audits = (config.audit_concurrency > 0).then(|| {
+        let run = run_audits(audits, js.clone(), ctx.clone(), shutdown.clone());
+        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(run))
     });
     let advisories = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(crate::advisory::run(
         client.clone(),
@@ -120,7 +123,7 @@ pub async fn run_with_ops(
     );
     let running = FetchLoop {
         what: "jobs",
-        consumer,
+        consumer: jobs,
         recreate: || contract::ensure_worker_consumer(&js, &config.nats),
         concurrency: config.concurrency,
     }
@@ -133,22 +136,74 @@ pub async fn run_with_ops(
     )
     .await;
     drop(advisories);
+    // Audits in flight are not acknowledged: they are redelivered (no job depends on them).
+    drop(audits);
     drain(running, config.shutdown_grace, client).await;
     Ok(())
 }
 
-/// Creates (or updates) the stream, consumer and buckets, retrying until NATS is there.
-async fn set_up(
+/// Sets up JetStream, then waits for the slow model: fetching before it is loaded would only
+/// spend a delivery on a retry.
+async fn set_up_then_wait(
     js: &jetstream::Context,
     config: &WorkerConfig,
-) -> (PullConsumer, JobStore, jetstream::object_store::ObjectStore) {
+    readiness: &WorkerReadiness,
+    model: &ModelClient,
+) -> Parts {
+    let parts = Box::pin(set_up(js, config)).await;
+    readiness.set_up.store(true, Ordering::Relaxed);
+    wait_for_model(model, &config.slow_model).await;
+    parts
+}
+
+/// The audit jobs' fetch loop, until shutdown.
+async fn run_audits(
+    consumer: PullConsumer,
+    js: jetstream::Context,
+    ctx: Arc<JobContext>,
+    shutdown: tandem_core::shutdown::Shutdown,
+) {
+    let settings = ctx.config.nats.clone();
+    let running = FetchLoop {
+        what: "audit jobs",
+        consumer,
+        recreate: || contract::ensure_audit_consumer(&js, &settings),
+        concurrency: ctx.config.audit_concurrency,
+    }
+    .run(
+        |msg| Box::pin(crate::audit::process(ctx.clone(), msg)),
+        shutdown,
+    )
+    .await;
+    drop(running);
+}
+
+/// What the worker uses on JetStream.
+struct Parts {
+    jobs: PullConsumer,
+    audits: PullConsumer,
+    store: JobStore,
+    images: jetstream::object_store::ObjectStore,
+    cache: Option<ResultCache>,
+}
+
+/// Creates (or updates) the streams, consumers and buckets, retrying until NATS is there.
+async fn set_up(js: &jetstream::Context, config: &WorkerConfig) -> Parts {
     retry::until_ok("JetStream set-up", || async {
-        let consumer = contract::ensure_worker_consumer(js, &config.nats).await?;
-        let kv = contract::ensure_jobs_bucket(js, &config.nats).await?;
-        let images = contract::ensure_images_bucket(js, &config.nats).await?;
+        let jobs = Box::pin(contract::ensure_worker_consumer(js, &config.nats)).await?;
+        let audits = Box::pin(contract::ensure_audit_consumer(js, &config.nats)).await?;
+        let kv = Box::pin(contract::ensure_jobs_bucket(js, &config.nats)).await?;
+        let images = Box::pin(contract::ensure_images_bucket(js, &config.nats)).await?;
+        let cache = Box::pin(contract::ensure_results_bucket(js, &config.nats)).await?;
         // Where finished jobs' webhook events go.
         contract::ensure_webhooks_stream(js, &config.nats).await?;
-        Ok::<_, async_nats::Error>((consumer, JobStore::new(kv), images))
+        Ok::<_, async_nats::Error>(Parts {
+            jobs,
+            audits,
+            store: JobStore::new(kv),
+            images,
+            cache: cache.map(ResultCache::new),
+        })
     })
     .await
 }

@@ -1,6 +1,11 @@
-//! Hand-made image bytes for the tests and the fuzz seeds: one PNG chunk builder and the PNG
-//! whose header claims any size. The model server's decode tests, the integration tests and
-//! the fuzz seeds all build their hostile PNGs here.
+//! Image bytes for the tests, the fuzz seeds and the benchmark: one PNG chunk builder and the
+//! PNG whose header claims any size (the model server's decode tests, the integration tests and
+//! the fuzz seeds all build their hostile PNGs here), and the variants of a photo
+//! ([`variants`]: the calibration test's and the escalation benchmark's mixed images).
+
+mod variants;
+
+pub use variants::{JPEG_QUALITY, VARIANT_NAMES, encode, variant_images, variants};
 
 /// The eight bytes every PNG file starts with.
 pub const PNG_SIGNATURE: &[u8; 8] = b"\x89PNG\r\n\x1a\n";

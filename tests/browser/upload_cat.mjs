@@ -6,8 +6,11 @@
 // Opens <base-url>/, uploads <photo> (the cat) with the file input, waits for the fast label
 // "Egyptian cat", then for the refined (slow) label "Egyptian cat" over EventSource, checks
 // that the result card did not move or resize when the refined label arrived, that the
-// timings and the history show, takes a screenshot; then picks the "Coffee" sample with the
-// keyboard alone and takes a second screenshot (dark colour scheme) beside the first.
+// timings and the history show and that the card says the slow model decided, takes a
+// screenshot; then picks the "Coffee" sample with the keyboard alone and takes a second
+// screenshot (dark colour scheme) beside the first; then chooses "never" as the "Slow model"
+// policy (`escalate=never`), uploads the cat again, and checks that the fast label is shown as
+// final, decided by the fast model, with no refined label waited for.
 // Exits 0 when every check passed, 1 when one failed, 2 when Chromium or playwright-core is
 // missing (run tests/browser/install.sh). Run by tests/it/web_page.rs.
 
@@ -88,18 +91,22 @@ function sameGeometry(a, b) {
   );
 }
 
-/** Waits until the result card's data-<which> is one of `states`; returns the page's texts. */
-async function waitFor(page, which, states, timeout, job) {
+/**
+ * Waits until the result card's data-<which> is one of `states` (for a job other than job id
+ * `notJob`, when given); returns the page's texts.
+ */
+async function waitFor(page, which, states, timeout, job, notJob = "") {
   try {
     await page.waitForFunction(
-      ([which, states, job]) => {
+      ([which, states, job, notJob]) => {
         const result = document.getElementById("result");
         return (
           states.includes(result.dataset[which]) &&
+          (!notJob || (result.dataset.job && result.dataset.job !== notJob)) &&
           document.getElementById("preview-name").textContent.startsWith(job)
         );
       },
-      [which, states, job],
+      [which, states, job, notJob],
       { timeout, polling: 50 },
     );
   } catch {
@@ -132,6 +139,8 @@ async function texts(page) {
       slowModel: text("slow-model"),
       verdict: text("slow-verdict"),
       status: text("status"),
+      decidedBy: text("decided-by"),
+      job: document.getElementById("result").dataset.job || "",
       history: Array.from(document.querySelectorAll("#history li")).map((li) =>
         li.innerText.trim().replace(/\s+/g, " "),
       ),
@@ -198,6 +207,8 @@ try {
   check(/after submit/.test(seen.slowTime), `no slow timing shown ("${seen.slowTime}")`);
   check(seen.status.startsWith(`refined: ${SLOW_LABEL}`), `status line is "${seen.status}"`);
   check(seen.verdict === "agrees", `verdict is "${seen.verdict}", expected "agrees"`);
+  check(seen.decidedBy === "slow model", `decided by "${seen.decidedBy}", expected "slow model"`);
+  console.log(`decided by: ${seen.decidedBy}`);
   console.log(`refined: ${seen.slow} ${seen.slowScore} (${seen.slowModel}; ${seen.slowTime})`);
   console.log(`status line: ${seen.status}`);
 
@@ -232,10 +243,48 @@ try {
   await page.emulateMedia({ colorScheme: "dark" });
   await page.screenshot({ path: secondScreenshot, fullPage: true, animations: "disabled" });
   console.log(`screenshot: ${secondScreenshot}`);
+  await page.emulateMedia({ colorScheme: "light" });
+
+  // escalate=never: the fast label is final at once, decided by the fast model.
+  const selectLabel = await page.locator("label[for=escalate]").textContent();
+  check(/slow model/i.test(selectLabel ?? ""), "the escalation select has no visible label");
+  await page.locator("#escalate").selectOption("never");
+  const before = seen.job;
+  await page.locator("#file").setInputFiles(photo);
+  step(`chose "never" for the slow model and uploaded ${name} again`);
+  seen = await waitFor(
+    page,
+    "slow",
+    ["skipped", "expired", "succeeded", "failed"],
+    FAST_TIMEOUT_MS,
+    name,
+    before,
+  );
+  const result = await page.evaluate(() => document.getElementById("result").dataset.slow);
+  check(result === "skipped", `the slow row is "${result}", expected "skipped" (status: "${seen.status}")`);
+  check(seen.fast === FAST_LABEL, `fast label is "${seen.fast}", expected "${FAST_LABEL}"`);
+  check(seen.decidedBy === "fast model", `decided by "${seen.decidedBy}", expected "fast model"`);
+  check(seen.slow === "not needed", `the refined label is "${seen.slow}", expected "not needed"`);
+  check(seen.status.startsWith("Final: the fast label"), `status line is "${seen.status}"`);
+  check(seen.history.length === 3, `history has ${seen.history.length} entries, expected 3`);
+  check(
+    seen.history[0].includes("final (fast model)"),
+    `history entry is "${seen.history[0]}", expected it to say "final (fast model)"`,
+  );
+  const record = await page.evaluate(async (id) => (await fetch(`/job/${id}`)).json(), seen.job);
+  check(
+    record.status === "succeeded" && record.decided_by === "fast" && record.escalated === false,
+    `the job is ${JSON.stringify({ status: record.status, decided_by: record.decided_by, escalated: record.escalated })}`,
+  );
+  console.log(`never: fast ${seen.fast} ${seen.fastScore}, decided by ${seen.decidedBy}`);
+  console.log(`status line: ${seen.status}`);
 
   check(external.length === 0, `the page fetched from elsewhere: ${external.join(", ")}`);
   check(problems.length === 0, problems.join("; "));
-  console.log("PASS: the page showed the fast label, then the refined one, without a layout jump");
+  console.log(
+    "PASS: the page showed the fast label, then the refined one, without a layout jump, " +
+      "and who decided each (slow model; fast model with escalate=never)",
+  );
   process.exitCode = 0;
 } catch (error) {
   console.error(`FAIL: ${error.message}`);

@@ -2,7 +2,7 @@
 //! loopback fault suite cannot do. Under load, with the tally, one after the other on one stack:
 //! (k) one node stopped (`docker compose stop`), jobs go on, it is started and catches up; (l) the
 //! jobs stream's leader cut off the network (`docker network disconnect`) and reconnected; (m) two
-//! gateways (`gateway`, and `gateway-2` from tests/compose/local.cluster.yml), each on its own
+//! gateways (`gateway` and `gateway-2`, both in docker-compose.cluster.yml), each on its own
 //! port: a job submitted through one is read and streamed to the end through the other, and
 //! stopping either (under load through both) loses nothing.
 

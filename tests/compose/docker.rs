@@ -15,7 +15,8 @@ use crate::support::{gateway::Gateway, workspace_root};
 /// Compose projects of these tests are called `tandem-compose-test*` (scripts/compose-env's
 /// `clean` removes what is left of them).
 pub const PROJECT: &str = "tandem-compose-test";
-/// Where the tests' gateways and NATS nodes are published (127.0.0.1; see tests/compose/*.yml).
+/// Where the tests' gateways (`TANDEM_GATEWAY_PORT`, `TANDEM_GATEWAY_2_PORT`, set in
+/// [`Docker::command`]) and NATS nodes (tests/compose/*.yml) are published, on 127.0.0.1.
 pub const GATEWAY_PORT: u16 = 18000;
 pub const GATEWAY_2_PORT: u16 = 18002;
 pub const NATS_PORTS: [u16; 3] = [14222, 14223, 14224];
@@ -75,9 +76,19 @@ pub struct Docker {
 }
 
 impl Docker {
+    /// `docker args...` in the repository, with the variables the compose files read for the
+    /// gateways' published ports: 127.0.0.1 only, away from `scripts/run`'s 8000. The images
+    /// (`TANDEM_IMAGE`, `TANDEM_NATS_IMAGE`) come from this process's environment.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(&self.bin);
-        command.args(args).current_dir(workspace_root());
+        command
+            .args(args)
+            .current_dir(workspace_root())
+            .env("TANDEM_GATEWAY_PORT", format!("127.0.0.1:{GATEWAY_PORT}"))
+            .env(
+                "TANDEM_GATEWAY_2_PORT",
+                format!("127.0.0.1:{GATEWAY_2_PORT}"),
+            );
         command
     }
 

@@ -1,6 +1,9 @@
-//! Without Docker: the files the compose tests build and run with agree with the repository's.
-//! `docker/prebuilt.Dockerfile` is the `Dockerfile`'s runtime stage with other sources, and the
-//! tests' overrides give every service of the compose files the local image.
+//! Without Docker: the tests' settings files (`tests/compose/local*.yml`, `small-store.yml`) add
+//! only test-only settings to the repository's compose files, which run as they are: the images
+//! and the gateways' ports come from the environment those files read (`TANDEM_IMAGE`,
+//! `TANDEM_NATS_IMAGE` from scripts/compose-env; `TANDEM_GATEWAY_PORT`, `TANDEM_GATEWAY_2_PORT`
+//! from `docker.rs`). The Dockerfile's own checks (one runtime stage for the from-source and the
+//! prebuilt binaries) are in tests/it/compose/, in the normal suite.
 
 use std::collections::BTreeSet;
 
@@ -13,99 +16,12 @@ fn read(relative: &str) -> String {
         .unwrap_or_else(|e| panic!("cannot read {relative}: {e}"))
 }
 
-/// The instructions of the stage starting at the `FROM` line matching `from`, continuation
-/// lines joined, comments and blank lines left out.
-fn stage(dockerfile: &str, from: impl Fn(&str) -> bool) -> Vec<String> {
-    let mut instructions = Vec::new();
-    let mut inside = false;
-    let mut current = String::new();
-    for line in dockerfile.lines() {
-        let trimmed = line.trim();
-        if current.is_empty() && (trimmed.is_empty() || trimmed.starts_with('#')) {
-            continue;
-        }
-        if current.is_empty() && trimmed.starts_with("FROM ") {
-            inside = from(trimmed);
-            continue;
-        }
-        let (text, more) = match trimmed.strip_suffix('\\') {
-            Some(text) => (text.trim(), true),
-            None => (trimmed, false),
-        };
-        if !current.is_empty() {
-            current.push(' ');
-        }
-        current.push_str(text);
-        if !more {
-            if inside {
-                instructions.push(std::mem::take(&mut current));
-            }
-            current.clear();
-        }
-    }
-    instructions
-}
-
-/// `COPY [--flags] SRC DEST`: the destination.
-fn copy_destination(instruction: &str) -> Option<String> {
-    instruction
-        .strip_prefix("COPY ")
-        .and_then(|rest| rest.split_whitespace().last())
-        .map(str::to_owned)
-}
-
-#[test]
-fn the_prebuilt_image_is_the_dockerfiles_runtime_stage_with_host_built_binaries() {
-    let main = stage(&read("Dockerfile"), |from| from.ends_with(" AS runtime"));
-    let prebuilt = stage(&read("docker/prebuilt.Dockerfile"), |from| {
-        from.ends_with(" AS runtime")
-    });
-    assert!(!main.is_empty() && !prebuilt.is_empty());
-
-    // Every instruction of the Dockerfile's runtime stage, in order, but where the files come
-    // from (COPY --from=build); the prebuilt one may check more (the binaries' libraries).
-    let not_copy = |i: &&String| !i.starts_with("COPY ");
-    let mut rest = prebuilt.iter().filter(not_copy);
-    for instruction in main.iter().filter(not_copy) {
-        assert!(
-            rest.any(|other| other == instruction),
-            "docker/prebuilt.Dockerfile lacks (or misorders) the Dockerfile's `{instruction}`"
-        );
-    }
-    let destinations = |stage: &[String]| -> BTreeSet<String> {
-        stage.iter().filter_map(|i| copy_destination(i)).collect()
-    };
-    assert_eq!(
-        destinations(&main),
-        destinations(&prebuilt),
-        "the files land in the same places"
-    );
-    // The ONNX Runtime version both name.
-    let arg = |file: &str| {
-        read(file)
-            .lines()
-            .find_map(|l| l.strip_prefix("ARG ORT_VERSION=").map(str::to_owned))
-            .unwrap_or_else(|| panic!("{file}: no ARG ORT_VERSION=..."))
-    };
-    assert_eq!(arg("Dockerfile"), arg("docker/prebuilt.Dockerfile"));
-    // Offline builds: no `# syntax=` line (it makes BuildKit pull a frontend image).
-    for file in [
-        "Dockerfile",
-        "docker/prebuilt.Dockerfile",
-        "docker/nats.Dockerfile",
-    ] {
-        assert!(
-            !read(file)
-                .lines()
-                .any(|l| l.trim_start().starts_with("# syntax=")),
-            "{file}: a `# syntax=` line needs a registry"
-        );
-    }
+fn yaml(file: &str) -> Value {
+    serde_yaml_ng::from_str(&read(file)).unwrap_or_else(|e| panic!("{file}: {e}"))
 }
 
 fn services(file: &str) -> BTreeSet<String> {
-    let value: Value = serde_yaml_ng::from_str(&read(file)).unwrap();
-    value["services"]
+    yaml(file)["services"]
         .as_mapping()
         .unwrap_or_else(|| panic!("{file}: no services"))
         .keys()
@@ -113,8 +29,12 @@ fn services(file: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// What the tests may set on a service: never pull (the images are built here), and NATS's
+/// client ports on 127.0.0.1 (for the tally).
+const TEST_ONLY: [&str; 2] = ["pull_policy", "ports"];
+
 #[test]
-fn the_overrides_give_every_service_the_local_image() {
+fn the_tests_settings_name_every_service_and_change_only_test_only_settings() {
     for (file, local) in [
         ("docker-compose.yml", "tests/compose/local.yml"),
         (
@@ -122,19 +42,68 @@ fn the_overrides_give_every_service_the_local_image() {
             "tests/compose/local.cluster.yml",
         ),
     ] {
-        let overridden = services(local);
-        for service in services(file) {
+        // The same services: none added (the second gateway is the cluster file's own), every
+        // one never pulled.
+        assert_eq!(services(local), services(file), "{local} vs {file}");
+        let value = yaml(local);
+        let top: Vec<&str> = value
+            .as_mapping()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str().unwrap())
+            .collect();
+        assert_eq!(top, ["services"], "{local}: only service settings");
+        for (name, body) in value["services"].as_mapping().unwrap() {
+            let name = name.as_str().unwrap();
+            assert_eq!(
+                body["pull_policy"].as_str(),
+                Some("never"),
+                "{local}: {name} must never be pulled"
+            );
+            for key in body.as_mapping().unwrap().keys() {
+                let key = key.as_str().unwrap();
+                assert!(
+                    TEST_ONLY.contains(&key),
+                    "{local}: {name}.{key} is not a test-only setting (the compose file says it)"
+                );
+            }
+            // Ports only for NATS (the tally), on 127.0.0.1.
+            if let Some(ports) = body.get("ports").and_then(Value::as_sequence) {
+                assert!(name.starts_with("nats"), "{local}: {name}.ports");
+                for port in ports {
+                    let port = port.as_str().unwrap();
+                    assert!(port.starts_with("127.0.0.1:"), "{local}: {name}: {port}");
+                }
+            }
+        }
+    }
+    // The small store: a volume setting, nothing else.
+    let value = yaml("tests/compose/small-store.yml");
+    assert!(value.get("services").is_none());
+    assert!(value["volumes"].get("nats-data").is_some());
+}
+
+#[test]
+fn the_compose_files_read_the_variables_the_tests_set() {
+    for file in ["docker-compose.yml", "docker-compose.cluster.yml"] {
+        let text = read(file);
+        for variable in [
+            "${TANDEM_IMAGE:-",
+            "${TANDEM_NATS_IMAGE:-",
+            "${TANDEM_GATEWAY_PORT:-",
+        ] {
             assert!(
-                overridden.contains(&service),
-                "{local} does not override {file}'s {service}"
+                text.contains(variable),
+                "{file} does not read {variable}...}}"
             );
         }
-        // Each image line names the local images from the environment, never pulled.
-        let text = read(local);
+    }
+    assert!(read("docker-compose.cluster.yml").contains("${TANDEM_GATEWAY_2_PORT:-"));
+    let docker = read("tests/compose/docker.rs");
+    for variable in ["\"TANDEM_GATEWAY_PORT\"", "\"TANDEM_GATEWAY_2_PORT\""] {
         assert!(
-            !text.contains("image: nats:") && !text.contains("image: tandem:local"),
-            "{local}"
+            docker.contains(variable),
+            "docker.rs does not set {variable}"
         );
-        assert!(text.contains("pull_policy: never"), "{local}");
     }
 }

@@ -1,5 +1,6 @@
 //! The compose-based tests: `docker-compose.yml` and `docker-compose.cluster.yml` run for real,
-//! under Docker, on the images `scripts/compose-env start` builds without a registry, and are
+//! under Docker, on the images `scripts/compose-env start` builds without a registry (named by
+//! `TANDEM_IMAGE` and `TANDEM_NATS_IMAGE`, which the compose files read), and are
 //! driven through their published ports (127.0.0.1 only) the way clients and operators do:
 //!
 //! - `stack.rs`: `docker-compose.yml` from nothing: every service healthy; the original clients'
@@ -14,8 +15,8 @@
 //!   read and streamed through the other; stopping either loses nothing);
 //! - each stack ends with: no panic and no unexplained error in `docker compose logs`, and
 //!   `docker compose down -v` leaving no container, volume or network behind;
-//! - `files.rs` (no Docker needed): the prebuilt image's Dockerfile says what the `Dockerfile`'s
-//!   runtime stage says.
+//! - `files.rs` (no Docker needed): the tests' settings files add only test-only settings (the
+//!   compose files take the images and the gateways' ports from the environment).
 //!
 //! Run: `scripts/compose-env test` (engine, images, these tests, engine stopped again), or by
 //! hand: `eval "$(scripts/compose-env start)"; TANDEM_COMPOSE_TESTS=1 cargo test -p tandem-tests

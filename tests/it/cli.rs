@@ -8,7 +8,10 @@ use std::{process::Output, time::Duration};
 
 use serde_json::Value;
 
-use crate::support::{app::spawn_app, workspace_root};
+use crate::support::{
+    app::{AppOptions, spawn_app, spawn_app_with},
+    workspace_root,
+};
 
 /// Longest a command may take (a slow label comes within seconds on 2 busy cores).
 const LIMIT: Duration = Duration::from_secs(120);
@@ -82,6 +85,7 @@ async fn predict_wait_prints_the_fast_then_the_slow_label_of_each_image() {
         // The same job, named on both lines; its fast line first.
         let job_id = fast[0].rsplit(' ').next().unwrap();
         assert!(slow[0].ends_with(&format!("job {job_id}")), "{text}");
+        assert!(slow[0].contains(" decided by slow model "), "{text}");
         let position = |line: &str| text.find(line).unwrap();
         assert!(position(fast[0]) < position(slow[0]), "{text}");
 
@@ -124,7 +128,10 @@ async fn predict_json_then_job_and_watch_show_the_job() {
     let text = stdout(&output);
     let last = text.lines().last().unwrap_or_default();
     assert!(last.starts_with("succeeded"), "{text}");
-    assert!(last.contains("slow Egyptian cat"), "{text}");
+    assert!(
+        last.contains("Egyptian cat") && last.contains("decided by slow model"),
+        "{text}"
+    );
 
     // watch a finished job: just its final state.
     let output = tandem(&["watch", &id, "--json", "--url", &app.base]).await;
@@ -226,6 +233,10 @@ async fn an_unreachable_gateway_and_bad_usage_exit_2() {
         &["predict"][..],
         &["predict", "--frobnicate", "x.jpg"],
         &["job", "x", "--url", "https://example.com"],
+        &["predict", "--escalate", "sometimes", "x.jpg"],
+        &["predict", "--escalate=", "x.jpg"],
+        &["predict", "--deadline-ms", "0", "x.jpg"],
+        &["predict", "--deadline-ms", "soon", "x.jpg"],
     ] {
         let output = tandem(args).await;
         assert_exit(&output, 2);
@@ -282,4 +293,109 @@ async fn predict_wait_seconds_gets_the_slow_label_in_the_reply() {
     ])
     .await;
     assert_exit(&output, 2);
+}
+
+/// No slow-worker runs: a command that waited for a slow label would never end.
+async fn app_without_workers() -> crate::support::app::TestApp {
+    spawn_app_with(AppOptions {
+        workers: 0,
+        ..AppOptions::default()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn predict_escalate_never_prints_the_fast_label_as_final() {
+    let app = app_without_workers().await;
+    let file = "tests/data/chelsea.jpg";
+    let output = tandem(&[
+        "predict",
+        "--wait",
+        "--escalate",
+        "never",
+        file,
+        "--url",
+        &app.base,
+    ])
+    .await;
+    assert_exit(&output, 0);
+    let text = stdout(&output);
+    let fast = lines_of(&text, file, "fast");
+    assert_eq!(fast.len(), 2, "{text}");
+    assert!(lines_of(&text, file, "slow").is_empty(), "{text}");
+    // The fast label, then the same label as final, decided by the fast model.
+    let job_id = fast[0].rsplit(' ').next().unwrap();
+    assert!(fast[0].contains("Egyptian cat"), "{text}");
+    assert!(
+        fast[1].contains("Egyptian cat") && fast[1].contains(" decided by fast model "),
+        "{text}"
+    );
+    assert!(fast[1].ends_with(&format!("job {job_id}")), "{text}");
+    assert_eq!(text.lines().count(), 2, "{text}");
+
+    let (_, record) = app.job(job_id).await;
+    assert_eq!(record["status"], "succeeded", "{record}");
+    assert_eq!(record["decided_by"], "fast", "{record}");
+    assert_eq!(record["escalated"], false, "{record}");
+
+    // Without --wait too: the job is final, so its final line comes at once; --json says who.
+    let output = tandem(&[
+        "--url",
+        &app.base,
+        "predict",
+        "--json",
+        "--escalate=never",
+        file,
+    ])
+    .await;
+    assert_exit(&output, 0);
+    let lines: Vec<Value> = stdout(&output)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0]["event"], "fast");
+    assert_eq!(lines[0]["reply"]["decided_by"], "fast", "{lines:?}");
+    assert_eq!(lines[1]["event"], "succeeded");
+    assert_eq!(lines[1]["decided_by"], "fast model");
+    assert_eq!(lines[1]["label"], "Egyptian cat");
+
+    // `tandem job` says who decided.
+    let output = tandem(&["job", job_id, "--url", &app.base]).await;
+    assert_exit(&output, 0);
+    assert!(
+        stdout(&output).contains("decided    fast model"),
+        "{}",
+        stdout(&output)
+    );
+}
+
+#[tokio::test]
+async fn predict_deadline_ms_ends_expired_with_the_fast_label_and_exit_0() {
+    let app = app_without_workers().await;
+    let file = "tests/data/coffee.jpg";
+    let output = tandem(&[
+        "predict",
+        "--wait",
+        "--escalate",
+        "always",
+        "--deadline-ms",
+        "300",
+        file,
+        "--url",
+        &app.base,
+    ])
+    .await;
+    assert_exit(&output, 0);
+    let text = stdout(&output);
+    let expired = lines_of(&text, file, "expired");
+    assert_eq!(expired.len(), 1, "{text}\n{}", stderr(&output));
+    assert!(
+        expired[0].contains("espresso") && expired[0].contains(" decided by fast model "),
+        "{text}"
+    );
+    let job_id = expired[0].rsplit(' ').next().unwrap();
+    let (_, record) = app.job(job_id).await;
+    assert_eq!(record["status"], "expired", "{record}");
+    assert!(stderr(&output).contains("expired"), "{}", stderr(&output));
 }

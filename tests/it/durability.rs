@@ -189,6 +189,8 @@ async fn jobs_wait_and_retry_while_the_model_server_is_down() {
             image: ImageRef::Inline(photo("coffee.jpg").into()),
             submitted_at: time::OffsetDateTime::now_utc(),
             traceparent: None,
+            deadline_at: None,
+            image_sha256: None,
         }
         .to_message();
         js.publish_with_headers(JOBS_SUBJECT, headers, payload)
@@ -233,6 +235,8 @@ async fn a_job_the_slow_model_rejects_fails_once_with_a_reason() {
         image: ImageRef::Inline(bytes::Bytes::from_static(b"GIF89a but not really an image")),
         submitted_at: time::OffsetDateTime::now_utc(),
         traceparent: None,
+        deadline_at: None,
+        image_sha256: None,
     };
     let (headers, payload) = job.to_message();
     js.publish_with_headers(JOBS_SUBJECT, headers, payload)

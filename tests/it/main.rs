@@ -14,10 +14,12 @@
 use tandem_tests as support;
 
 mod auth;
+mod calibrate;
 mod cli;
 mod compose;
 mod deployment;
 mod durability;
+mod escalation;
 mod fast_path;
 mod fuzz_regressions;
 mod hostile;
@@ -25,6 +27,7 @@ mod model_server;
 mod nats_auth;
 mod observability;
 mod openapi;
+mod result_cache;
 mod service_binaries;
 mod slow_path;
 mod traces;

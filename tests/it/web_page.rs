@@ -1,5 +1,7 @@
 //! The web page at `/`: a person picks or drops an image (or clicks a sample), sees the fast
-//! label at once and the refined one when the slow model is done, without the page moving.
+//! label at once and the refined one when the slow model is done, without the page moving,
+//! and who decided the label (the slow model; the fast model when the page's "Slow model"
+//! choice is `never`).
 //! Everything the page needs is in the gateway binary; nothing comes from elsewhere.
 //!
 //! The browser test drives Debian's Chromium with playwright-core (`tests/browser/`); it needs
@@ -76,6 +78,10 @@ async fn the_page_and_its_files_come_from_the_binary_with_types_and_cache_header
         "id=\"fast-time\"",
         "role=\"status\" aria-live=\"polite\"",
         "id=\"history\"",
+        "id=\"decided-by\"",
+        "<label for=\"escalate\">",
+        "<select id=\"escalate\" name=\"escalate\"",
+        "<option value=\"never\">",
         "data-name=\"chelsea.jpg\"",
         "data-name=\"coffee.jpg\"",
         "data-name=\"rocket.jpg\"",
@@ -245,6 +251,11 @@ async fn in_a_browser_the_cat_gets_its_fast_label_then_the_refined_one_in_place(
     );
     assert!(stdout.contains("fast: Egyptian cat "), "{transcript}");
     assert!(stdout.contains("refined: Egyptian cat "), "{transcript}");
+    assert!(stdout.contains("decided by: slow model"), "{transcript}");
+    assert!(
+        stdout.contains("never: fast Egyptian cat ") && stdout.contains("decided by fast model"),
+        "{transcript}"
+    );
     assert!(stdout.contains("PASS"), "{transcript}");
     let png = std::fs::read(&screenshot).unwrap_or_else(|e| {
         panic!(

@@ -337,7 +337,7 @@ impl Gateway {
             if status.is_success()
                 && matches!(
                     body["status"].as_str(),
-                    Some("succeeded" | "failed" | "cancelled")
+                    Some("succeeded" | "failed" | "cancelled" | "expired")
                 )
             {
                 return body;

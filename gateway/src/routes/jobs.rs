@@ -43,7 +43,7 @@ fn truncate(raw: &str) -> String {
     params(("id" = String, Path, description = "The job id"),
         ("Prefer" = Option<String>, Header, description = crate::openapi::PREFER)),
     responses(
-        (status = 200, description = "The record, plus `\"<id>\": {\"prediction\": \"<slow label>\"}` for the original clients", body = JobView,
+        (status = 200, description = "The record, plus `\"<id>\": {\"prediction\": \"<final label>\"}` for the original clients", body = JobView,
             headers(("Preference-Applied" = String, description = "`wait=N`: the seconds waited at most, when the request had `Prefer: wait`"))),
         (status = 400, description = "A path that cannot be decoded (`bad_request`)", body = crate::replies::ErrorReply),
         (status = 404, description = "Unknown, expired or malformed id", body = crate::replies::ErrorReply),
@@ -65,6 +65,11 @@ pub async fn get_job(
         }
     }
     .ok_or_else(|| ApiError::JobNotFound(id.to_string()))?;
+    // Past its deadline, it is expired now (should the gateway that set its timer be gone).
+    let current = crate::deadline::expire_if_due(&state.queue, current).await;
+    if let Some(slow) = &current.record.slow {
+        crate::escalation::observe_slow(slow);
+    }
     let queue = queue_position(&state.queue, &current.record).await;
     Ok(Waited(
         JobView::new(&current.record).with_queue(queue),
@@ -156,6 +161,9 @@ pub async fn job_events(
         .get(id)
         .await?
         .ok_or_else(|| ApiError::JobNotFound(id.to_string()))?;
+    // The stream ends at the deadline, whichever gateway accepted the job.
+    let current = crate::deadline::expire_if_due(&state.queue, current).await;
+    crate::deadline::schedule(&state.queue, &current.record);
 
     let stream = EventStream {
         subscription,

@@ -7,17 +7,21 @@ use axum::{
 };
 use http_body_util::{BodyExt as _, Limited};
 use tandem_core::{
-    job::{JobId, JobRecord, Prediction},
+    escalation::{DecidedBy, Escalate, EscalationDecision},
+    job::{JobId, JobRecord, JobStatus, Prediction},
     model_client::ClassifyError,
     store::Claim,
 };
 use time::OffsetDateTime;
 
 use crate::{
+    deadline,
     error::ApiError,
     hub::Subscription,
-    image_input, prefer,
-    queue::{SubmitError, Submitted},
+    image_input,
+    job_options::{JobOptions, OptionParams},
+    prefer,
+    queue::{NewJob, SubmitError, Submitted},
     replies::PredictReply,
     state::AppState,
     waiting::{self, Waited},
@@ -40,6 +44,8 @@ const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
         description = "A retried request with the same key returns the same job"),
         ("webhook" = Option<String>, Query, description = "Where to POST the job's events, signed (any form; the JSON form may give it as a body field instead)"),
         ("webhook_events_filter" = Option<String>, Query, description = "Comma-separated events for the webhook: `fast`, `completed` (the default), `changed`"),
+        ("escalate" = Option<tandem_core::escalation::Escalate>, Query, description = "Whether the job goes on to the slow model: `always`, `auto` (only when the fast score is below the threshold) or `never`; default `TANDEM_ESCALATE` (the JSON form may give it as a body field instead)"),
+        ("deadline_ms" = Option<u64>, Query, description = "Milliseconds after submission when the slow answer stops being wanted: a job not final by then ends `expired`, the fast answer final (the JSON form may give it as a body field instead)"),
         ("Prefer" = Option<String>, Header, description = crate::openapi::PREFER)),
     responses(
         (status = 200, description = "The fast label, and the stored job; with `Prefer: wait=N`, once the job is final (then with `job`) or N seconds have passed", body = PredictReply,
@@ -64,6 +70,14 @@ pub async fn predict(
     let upload = image_input::extract(&headers, body, state.config.max_image_pixels).await?;
     let webhook =
         crate::webhook::requested(&state.config.webhooks, &upload.webhook, uri.query()).await?;
+    let options = upload
+        .options
+        .clone()
+        .or(OptionParams::from_query(uri.query()))
+        .check(
+            state.config.escalation.default_policy,
+            state.config.nats.job_ttl,
+        )?;
     let idempotency_key = idempotency_key(&headers)?;
     let id = match &idempotency_key {
         Some(key) => match claim(&state, key).await? {
@@ -73,40 +87,161 @@ pub async fn predict(
         None => JobId::new(),
     };
     tracing::Span::current().record("job_id", tracing::field::display(id));
+    let submitted_at = OffsetDateTime::now_utc();
+    let new = NewJob {
+        id,
+        image_sha256: crate::result_cache::key(&state, &upload.bytes),
+        image: upload.bytes,
+        submitted_at,
+        deadline_at: options.deadline.map(|d| submitted_at + d),
+    };
+    let (record, fast) = run(&state, new, options, idempotency_key.is_some()).await?;
+    deadline::schedule(&state.queue, &record);
+    let record = crate::webhook::attach(&state.queue, record, webhook).await;
+    let reply = PredictReply::new(&record, fast);
+    Ok(waiting::predict_reply(&state, wait, reply).await)
+}
+
+/// The job, stored, and its fast answer: from the cache, decided from the fast answer
+/// (`auto`, `never`), or queued while the fast model runs (`always`).
+async fn run(
+    state: &AppState,
+    new: NewJob,
+    options: JobOptions,
+    retryable: bool,
+) -> Result<(JobRecord, Prediction), ApiError> {
+    let policy = options.escalate;
+    if policy != Escalate::Never
+        && let Some(key) = &new.image_sha256
+        && let Some((fast, slow)) = crate::result_cache::lookup(state, key).await
+    {
+        let fast = match fast {
+            Some(fast) => fast,
+            None => {
+                let fast = classify(state, new.image.clone())
+                    .await
+                    .map_err(|e| fast_error(e, &state.config.fast_model))?;
+                crate::result_cache::add_fast(state, key, &fast, &slow).await;
+                fast
+            }
+        };
+        return from_cache(state, new, policy, fast, slow).await;
+    }
     // Changes to the record while the fast model runs (a worker marking it `running`) reach
     // this gateway's watcher: knowing the newest revision, adding the fast answer is one
     // compare-and-set, not a read and a write.
-    let changes = state.hub.subscribe(id);
-
-    let submitted_at = OffsetDateTime::now_utc();
-    let fast = state.model.classify(
-        &state.config.fast_model,
-        upload.bytes.clone(),
-        state.config.top_k,
-        Default::default(),
-    );
-    let submit = state.queue.submit(id, upload.bytes, submitted_at);
-    let (fast, submitted) = tokio::join!(fast, submit);
-
+    let changes = state.hub.subscribe(new.id);
+    if policy != Escalate::Always {
+        return decide_first(state, new, policy, changes).await;
+    }
+    let (id, submitted_at) = (new.id, new.submitted_at);
+    let fast = classify(state, new.image.clone());
+    let (fast, submitted) = tokio::join!(fast, state.queue.submit(new));
     let fast = match fast {
         Ok(fast) => fast,
         Err(e) => {
             // With an Idempotency-Key the client's retry finishes this same job (see `claim`):
             // withdrawing it would answer that retry with a job that never runs.
-            if submitted.is_ok() && idempotency_key.is_none() {
-                withdraw(&state, id, &e).await;
+            if submitted.is_ok() && !retryable {
+                withdraw(state, id, &e).await;
             }
             return Err(fast_error(e, &state.config.fast_model));
         }
     };
-    let stored = match submitted {
-        Ok(stored) => stored,
-        Err(e) => return Err(not_stored(e, fast)),
-    };
-    let record = attach_fast_answer(&state, id, submitted_at, stored, changes, &fast).await;
-    let record = crate::webhook::attach(&state.queue, record, webhook).await;
-    let reply = PredictReply::new(&record, fast);
-    Ok(waiting::predict_reply(&state, wait, reply).await)
+    let stored = submitted.map_err(|e| not_stored(e, fast.clone()))?;
+    let (_, decision) = state
+        .escalation
+        .decide(policy, &fast, &state.queue.progress)
+        .await;
+    let record = attach_fast_answer(state, id, submitted_at, stored, changes, &fast, decision);
+    Ok((record.await, fast))
+}
+
+fn classify(
+    state: &AppState,
+    image: bytes::Bytes,
+) -> impl Future<Output = Result<Prediction, ClassifyError>> + '_ {
+    state.model.classify(
+        &state.config.fast_model,
+        image,
+        state.config.top_k,
+        Default::default(),
+    )
+}
+
+/// `auto` and `never`: the fast answer first, then the job queued (escalated) or stored final
+/// with the fast answer as its label (and, for a sample of `auto`'s skipped jobs, audited).
+async fn decide_first(
+    state: &AppState,
+    new: NewJob,
+    policy: Escalate,
+    changes: Subscription,
+) -> Result<(JobRecord, Prediction), ApiError> {
+    let fast = classify(state, new.image.clone())
+        .await
+        .map_err(|e| fast_error(e, &state.config.fast_model))?;
+    let (escalated, decision) = state
+        .escalation
+        .decide(policy, &fast, &state.queue.progress)
+        .await;
+    let (id, submitted_at) = (new.id, new.submitted_at);
+    if escalated {
+        let stored = state
+            .queue
+            .submit(new)
+            .await
+            .map_err(|e| not_stored(e, fast.clone()))?;
+        let record = attach_fast_answer(state, id, submitted_at, stored, changes, &fast, decision);
+        return Ok((record.await, fast));
+    }
+    drop(changes);
+    let mut record = new.record();
+    record.fast = Some(fast.clone());
+    record.escalated = false;
+    record.decided_by = DecidedBy::Fast;
+    record.escalation = Some(decision);
+    let _final = record.advance(JobStatus::Succeeded);
+    let stored = state
+        .queue
+        .store_final(&record)
+        .await
+        .map_err(|e| not_stored(e, fast.clone()))?;
+    if policy == Escalate::Auto && state.escalation.audited(id) {
+        let queue = state.queue.clone();
+        tokio::spawn(async move { queue.submit_audit(new).await });
+    }
+    Ok((stored.record, fast))
+}
+
+/// A repeated image: both answers from the cache, the job final at once, no model run.
+async fn from_cache(
+    state: &AppState,
+    new: NewJob,
+    policy: Escalate,
+    fast: Prediction,
+    slow: Prediction,
+) -> Result<(JobRecord, Prediction), ApiError> {
+    let mut record = new.record();
+    record.escalation = Some(EscalationDecision {
+        policy,
+        score: fast.score,
+        threshold: None,
+        brownout: false,
+        reason: "cached: this image was answered before by the same models".into(),
+    });
+    record.escalated = false;
+    record.cached = true;
+    record.fast = Some(fast.clone());
+    record.slow = Some(slow);
+    let _final = record.advance(JobStatus::Succeeded);
+    let stored = state
+        .queue
+        .store_final(&record)
+        .await
+        .map_err(|e| not_stored(e, fast.clone()))?;
+    state.escalation.count(policy, "cached");
+    crate::escalation::count_saved();
+    Ok((stored.record, fast))
 }
 
 /// What an `Idempotency-Key` says about this request.
@@ -157,6 +292,7 @@ async fn attach_fast_answer(
     stored: Submitted,
     mut changes: Subscription,
     fast: &Prediction,
+    decision: EscalationDecision,
 ) -> JobRecord {
     let (mut known, stream_seq) = (stored.record, Some(stored.stream_seq));
     let jetstream = state.queue.wait_for_jetstream().await;
@@ -174,6 +310,7 @@ async fn attach_fast_answer(
         .update_from(id, known, |record| {
             record.fast = Some(fast.clone());
             record.stream_seq = stream_seq;
+            record.escalation = Some(decision.clone());
             true
         })
         .await;
@@ -192,6 +329,7 @@ async fn attach_fast_answer(
             let mut record = JobRecord::queued(id, submitted_at);
             record.fast = Some(fast.clone());
             record.stream_seq = stream_seq;
+            record.escalation = Some(decision);
             record
         }
     }

@@ -10,9 +10,13 @@ use ort::{
     value::{Outlet, TensorElementType, TensorRef, ValueType},
 };
 
-use crate::repository::{ModelSpec, Spinning};
+use crate::{
+    digest,
+    repository::{ModelSpec, Spinning},
+};
 
-/// Creates the session and checks it against the configuration.
+/// Creates the session, from the very bytes the model's digest covers, and checks it against
+/// the configuration.
 pub(super) fn load_session(spec: &ModelSpec, environment: &Environment) -> anyhow::Result<Session> {
     let started = Instant::now();
     let ort = |e: ort::Error<_>| anyhow::anyhow!("{e}");
@@ -33,8 +37,9 @@ pub(super) fn load_session(spec: &ModelSpec, environment: &Environment) -> anyho
             },
         )
         .map_err(ort)?;
+    let onnx = digest::read_onnx(spec)?;
     let session = builder
-        .commit_from_file(&spec.onnx_path)
+        .commit_from_memory(&onnx)
         .map_err(|e| anyhow::anyhow!("cannot load {}: {e}", spec.onnx_path.display()))?;
     check_signature(&session, spec)?;
     tracing::info!(

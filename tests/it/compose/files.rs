@@ -39,9 +39,13 @@ impl Compose {
     pub(super) fn load_file(file: &'static str) -> Self {
         let mut value: Value = serde_yaml_ng::from_str(&read(file))
             .unwrap_or_else(|e| panic!("{file} is not valid YAML: {e}"));
-        value
-            .apply_merge()
-            .unwrap_or_else(|e| panic!("{file}: bad merge key: {e}"));
+        // Twice: a merged-in mapping may itself merge another (the cluster's `gateway-2` is
+        // `<<: *gateway`, and `gateway` is `<<: *tandem-image`), as compose resolves them.
+        for _ in 0..2 {
+            value
+                .apply_merge()
+                .unwrap_or_else(|e| panic!("{file}: bad merge key: {e}"));
+        }
         Self { file, value }
     }
 
@@ -50,11 +54,12 @@ impl Compose {
         [SINGLE, CLUSTER].into_iter().map(Self::load_file).collect()
     }
 
-    /// The services running nats-server (the official `nats` image), by name.
+    /// The services running nats-server (the official `nats` image unless the environment names
+    /// another), by name.
     pub(super) fn nats_services(&self) -> Vec<Service<'_>> {
         self.services()
             .into_values()
-            .filter(|s| s.string("image").is_some_and(|i| i.starts_with("nats:")))
+            .filter(|s| s.image().is_some_and(|i| i.starts_with("nats:")))
             .collect()
     }
 
@@ -79,21 +84,33 @@ impl Compose {
             .unwrap_or_else(|| panic!("{} has no service `{name}`", self.file))
     }
 
-    /// The service whose command runs `binary` (exactly one must).
-    pub(super) fn running(&self, binary: &str) -> Service<'_> {
-        let mut found: Vec<Service<'_>> = self
+    /// The services whose command runs `binary`, by name (at least one must).
+    pub(super) fn all_running(&self, binary: &str) -> Vec<Service<'_>> {
+        let found: Vec<Service<'_>> = self
             .services()
             .into_values()
             .filter(|service| service.binary().as_deref() == Some(binary))
             .collect();
-        assert_eq!(
-            found.len(),
-            1,
-            "{}: exactly one service must run {binary}, found {:?}",
-            self.file,
-            found.iter().map(|s| &s.name).collect::<Vec<_>>()
-        );
-        found.remove(0)
+        assert!(!found.is_empty(), "{}: no service runs {binary}", self.file);
+        found
+    }
+
+    /// The service whose command runs `binary`: the first by name when several do (the cluster's
+    /// two gateways), which must then be the same service published on other ports.
+    pub(super) fn running(&self, binary: &str) -> Service<'_> {
+        let mut found = self.all_running(binary);
+        let first = found.remove(0);
+        for other in &found {
+            assert_eq!(
+                first.without("ports"),
+                other.without("ports"),
+                "{}: {} and {} both run {binary}: they must differ only in `ports`",
+                self.file,
+                first.name,
+                other.name
+            );
+        }
+        first
     }
 }
 
@@ -118,6 +135,20 @@ impl Service<'_> {
 
     pub(super) fn string(&self, key: &str) -> Option<String> {
         self.get(key).map(scalar)
+    }
+
+    /// `image`, as compose reads it where the environment sets none of its variables.
+    pub(super) fn image(&self) -> Option<String> {
+        self.string("image").map(|i| with_defaults(&i))
+    }
+
+    /// The service's definition without `key`.
+    pub(super) fn without(&self, key: &str) -> Value {
+        let mut body = self.body.clone();
+        if let Some(map) = body.as_mapping_mut() {
+            map.remove(key);
+        }
+        body
     }
 
     /// `command` as a list of words.
@@ -215,6 +246,27 @@ impl Service<'_> {
             .collect()
     }
 
+    /// Host ports published (`ports`, short syntax), as compose reads them where the
+    /// environment sets none of their variables.
+    pub(super) fn published_host_ports(&self) -> Vec<u16> {
+        let Some(ports) = self.get("ports").and_then(Value::as_sequence) else {
+            return Vec::new();
+        };
+        ports
+            .iter()
+            .map(|port| {
+                let text = with_defaults(&scalar(port));
+                let parts: Vec<&str> = text.split(':').collect();
+                let host = match parts.as_slice() {
+                    [host, _] | [_, host, _] => *host,
+                    _ => panic!("{}: port {text:?} is not [IP:]HOST:CONTAINER", self.name),
+                };
+                host.parse()
+                    .unwrap_or_else(|e| panic!("{}: bad host port {host:?}: {e}", self.name))
+            })
+            .collect()
+    }
+
     /// `volumes`, short or long syntax.
     pub(super) fn mounts(&self) -> Vec<Mount> {
         let Some(volumes) = self.get("volumes").and_then(Value::as_sequence) else {
@@ -284,6 +336,34 @@ impl Service<'_> {
             Some(other) => panic!("{}: bad depends_on: {other:?}", self.name),
         }
     }
+}
+
+/// The `${NAME:-default}` references of a compose value: (NAME, default), in order. Every
+/// reference must have a default (`:-`): the files run as they are, with no variable set.
+pub(super) fn references(text: &str) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .unwrap_or_else(|| panic!("{text:?}: an unclosed `${{`"));
+        let (name, default) = after[..end]
+            .split_once(":-")
+            .unwrap_or_else(|| panic!("{text:?}: `${{{}}}` has no `:-default`", &after[..end]));
+        found.push((name.to_owned(), default.to_owned()));
+        rest = &after[end + 1..];
+    }
+    found
+}
+
+/// A compose value as compose reads it where the environment sets none of its variables.
+pub(super) fn with_defaults(text: &str) -> String {
+    let mut out = text.to_owned();
+    for (name, default) in references(text) {
+        out = out.replacen(&format!("${{{name}:-{default}}}"), &default, 1);
+    }
+    out
 }
 
 /// A YAML scalar as text.

@@ -117,7 +117,14 @@ fn every_variable_set_is_one_the_binary_reads_and_every_environment_parses() {
 #[test]
 fn the_gateway_listens_on_the_published_port_and_its_healthcheck_asks_it_for_readyz() {
     for_each_file(|compose| {
-        let gateway = compose.running(GATEWAY);
+        for gateway in compose.all_running(GATEWAY) {
+            the_gateway_listens_on_the_published_port(compose, &gateway);
+        }
+    });
+}
+
+fn the_gateway_listens_on_the_published_port(compose: &Compose, gateway: &Service<'_>) {
+    {
         let config = gateway_config(compose);
         assert_listens_on_all_interfaces("the gateway", config.addr);
         let port = config.addr.port();
@@ -147,7 +154,7 @@ fn the_gateway_listens_on_the_published_port_and_its_healthcheck_asks_it_for_rea
             "the image must carry http-ok, the healthcheck's command"
         );
         assert!(workspace_root().join("docker/http-ok").exists());
-    });
+    }
 }
 
 #[test]
@@ -286,10 +293,20 @@ fn the_image_is_built_as_documented_on_one_debian_release() {
         dockerfile.contains("cargo build --release --workspace --bins --locked"),
         "the image builds with the lock file, like the release build"
     );
-    let bases = dockerfile_bases(&dockerfile);
-    let [builder, runtime] = bases.as_slice() else {
-        panic!("expected a build and a runtime stage: {bases:?}");
-    };
+    let stages = dockerfile_stages(&dockerfile);
+    let names: Vec<&str> = stages.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "binaries-source",
+            "binaries-prebuilt",
+            "binaries",
+            "runtime"
+        ],
+        "the stages: where the binaries come from (two ways), the one chosen, what runs"
+    );
+    let builder = &stages[0].from;
+    let runtime = dockerfile_arg(&dockerfile, "TANDEM_BASE_IMAGE");
     // rust:<version>-<debian release> and debian:<release>-slim: the same glibc.
     let (rust, release) = builder
         .strip_prefix("rust:")
@@ -297,8 +314,8 @@ fn the_image_is_built_as_documented_on_one_debian_release() {
         .unwrap_or_else(|| panic!("builder {builder} is not rust:<version>-<release>"));
     assert_eq!(
         runtime,
-        &format!("debian:{release}-slim"),
-        "build and run on one Debian release"
+        format!("debian:{release}-slim"),
+        "build and run on one Debian release (TANDEM_BASE_IMAGE's default)"
     );
 
     let root: toml::Table = read("Cargo.toml").parse().unwrap();
@@ -310,6 +327,240 @@ fn the_image_is_built_as_documented_on_one_debian_release() {
         numbers(rust) >= numbers(wanted),
         "the builder's Rust {rust} is older than the workspace's rust-version {wanted}"
     );
+}
+
+#[test]
+fn one_runtime_stage_runs_either_binaries_stage_chosen_by_a_build_argument() {
+    let dockerfile = read("Dockerfile");
+    let stages = dockerfile_stages(&dockerfile);
+    let stage = |name: &str| {
+        stages
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("the Dockerfile has no stage {name}"))
+    };
+    // `FROM binaries-${TANDEM_BINARIES}`: BuildKit builds only the stage named (a prebuilt
+    // build pulls no Rust image); the default is the from-source build.
+    assert_eq!(stage("binaries").from, "binaries-${TANDEM_BINARIES}");
+    assert!(stage("binaries").instructions.is_empty());
+    let default = dockerfile_arg(&dockerfile, "TANDEM_BINARIES");
+    assert_eq!(default, "source", "the from-source build is the default");
+    // The runtime stage is the last (what `docker build` makes), on TANDEM_BASE_IMAGE, and
+    // takes its files from `binaries` alone, whichever that is.
+    let runtime = stages.last().unwrap();
+    assert_eq!(runtime.name, "runtime");
+    assert_eq!(runtime.from, "${TANDEM_BASE_IMAGE}");
+    assert_eq!(runtime.copies_from(), ["binaries", "binaries"]);
+    for other in &stages[..stages.len() - 1] {
+        assert!(
+            other.copies_from().is_empty(),
+            "stage {} copies from another stage",
+            other.name
+        );
+    }
+    let runtime_text = runtime.instructions.join("\n");
+    for needed in [
+        "useradd --system --user-group --uid 10001",
+        "ldd \"/usr/local/lib/onnxruntime/libonnxruntime.so.${ORT_VERSION}\"",
+        "ldd \"/usr/local/bin/$bin\"",
+        "ENV ORT_DYLIB_PATH=/usr/local/lib/onnxruntime/libonnxruntime.so.${ORT_VERSION}",
+        "/usr/local/bin/http-ok",
+        "USER tandem",
+    ] {
+        assert!(
+            runtime_text.contains(needed),
+            "the runtime stage lacks `{needed}`"
+        );
+    }
+    // Both binaries stages leave the same two folders, /out/bin and /out/lib.
+    let source = stage("binaries-source").instructions.join("\n");
+    for folder in ["/out/bin", "/out/lib"] {
+        assert!(source.contains(&format!("mkdir -p {folder}")), "{folder}");
+    }
+    let prebuilt = stage("binaries-prebuilt");
+    assert_eq!(prebuilt.from, "scratch", "the prebuilt stage pulls nothing");
+    let copies: BTreeSet<(Vec<String>, String)> = prebuilt.context_copies().into_iter().collect();
+    assert_eq!(
+        copies,
+        BTreeSet::from([
+            (
+                vec!["docker/prebuilt/bin/".to_owned()],
+                "/out/bin/".to_owned()
+            ),
+            (
+                vec!["docker/prebuilt/lib/".to_owned()],
+                "/out/lib/".to_owned()
+            ),
+        ]),
+        "the prebuilt stage takes docker/prebuilt/bin and lib, nothing else"
+    );
+    // No stage but the prebuilt one reads docker/prebuilt/ (the source build must not
+    // depend on it; it is there only while scripts/compose-env builds).
+    for other in stages.iter().filter(|s| s.name != "binaries-prebuilt") {
+        for (sources, _) in other.context_copies() {
+            assert!(
+                sources.iter().all(|s| !s.starts_with("docker/prebuilt")),
+                "stage {} reads docker/prebuilt/",
+                other.name
+            );
+        }
+    }
+    // Offline builds: no `# syntax=` line (it makes BuildKit pull a frontend image); one
+    // Dockerfile for Tandem.
+    for file in ["Dockerfile", "docker/nats.Dockerfile"] {
+        assert!(
+            !read(file)
+                .lines()
+                .any(|l| l.trim_start().starts_with("# syntax=")),
+            "{file}: a `# syntax=` line needs a registry"
+        );
+    }
+    assert!(
+        !workspace_root().join("docker/prebuilt.Dockerfile").exists(),
+        "the prebuilt image is the Dockerfile's TANDEM_BINARIES=prebuilt"
+    );
+}
+
+#[test]
+fn scripts_compose_env_stages_what_the_prebuilt_stage_takes_and_builds_with_the_argument() {
+    let script = read("scripts/compose-env");
+    for needed in [
+        "local prebuilt=$ROOT/docker/prebuilt",
+        "mkdir -p \"$prebuilt/bin\" \"$prebuilt/lib\"",
+        "cp \"target/release/$bin\" \"$prebuilt/bin/\"",
+        "\"$prebuilt/lib/\"",
+        "BINARIES=prebuilt",
+        "--build-arg \"TANDEM_BINARIES=$BINARIES\"",
+        "--build-arg \"TANDEM_BASE_IMAGE=$BASE_IMAGE\"",
+        "-f Dockerfile . ",
+        "rm -rf \"$prebuilt\"",
+    ] {
+        assert!(
+            script.contains(needed),
+            "scripts/compose-env lacks `{needed}`"
+        );
+    }
+    for binary in [GATEWAY, MODEL_SERVER, SLOW_WORKER] {
+        assert!(
+            script.contains(binary),
+            "scripts/compose-env does not stage {binary}"
+        );
+    }
+    // Git-ignored; in the build context.
+    assert!(
+        read(".gitignore")
+            .lines()
+            .any(|l| l.trim() == "/docker/prebuilt/"),
+        ".gitignore must list /docker/prebuilt/"
+    );
+    for line in read(".dockerignore").lines().map(str::trim) {
+        let pattern = line.trim_end_matches('/');
+        assert!(
+            !["docker", "docker/prebuilt", "docker/*", "docker/**"].contains(&pattern),
+            ".dockerignore leaves out docker/prebuilt/ ({line})"
+        );
+    }
+}
+
+#[test]
+fn the_images_default_to_the_official_ones_and_the_environment_may_name_others() {
+    let dockerfile = read("Dockerfile");
+    let nats_version = shell_assignment(&read("scripts/setup"), "NATS_VERSION");
+    let script = read("scripts/compose-env");
+    for_each_file(|compose| {
+        for service in compose.services().into_values() {
+            let image = service.string("image").unwrap_or_default();
+            if service.binary().is_none() {
+                assert_eq!(
+                    image,
+                    format!("${{TANDEM_NATS_IMAGE:-nats:{nats_version}}}"),
+                    "{}: the official NATS image unless TANDEM_NATS_IMAGE names another",
+                    service.name
+                );
+                continue;
+            }
+            assert_eq!(
+                image, "${TANDEM_IMAGE:-tandem:local}",
+                "{}: the image built here unless TANDEM_IMAGE names another",
+                service.name
+            );
+            let build = service.get("build").expect("build");
+            assert_eq!(build.get("context").map(scalar).as_deref(), Some("."));
+            assert!(build.get("dockerfile").is_none(), "the one Dockerfile");
+            let args = build.get("args").expect("build.args");
+            for arg in ["TANDEM_BINARIES", "TANDEM_BASE_IMAGE"] {
+                let value = args
+                    .get(arg)
+                    .map(scalar)
+                    .unwrap_or_else(|| panic!("{}: build.args has no {arg}", service.name));
+                assert_eq!(
+                    value,
+                    format!("${{{arg}:-{}}}", dockerfile_arg(&dockerfile, arg)),
+                    "{}: build.args.{arg} defaults to the Dockerfile's default",
+                    service.name
+                );
+            }
+        }
+    });
+    // The variables scripts/compose-env exports are the ones the compose files read.
+    for variable in [
+        "TANDEM_IMAGE",
+        "TANDEM_NATS_IMAGE",
+        "TANDEM_BINARIES",
+        "TANDEM_BASE_IMAGE",
+    ] {
+        assert!(
+            script.contains(&format!("printf 'export {variable}=%q\\n'")),
+            "scripts/compose-env does not export {variable}"
+        );
+    }
+}
+
+#[test]
+fn the_cluster_file_has_two_gateways_each_on_its_own_port() {
+    let single = Compose::load_file(SINGLE);
+    let cluster = Compose::load_file(CLUSTER);
+    let gateways = |compose: &Compose| -> Vec<(String, Vec<u16>, Vec<String>)> {
+        compose
+            .all_running(GATEWAY)
+            .iter()
+            .map(|g| {
+                let ports = g.get("ports").and_then(Value::as_sequence).expect("ports");
+                let variables = ports
+                    .iter()
+                    .flat_map(|p| references(&scalar(p)))
+                    .map(|(name, _)| name)
+                    .collect();
+                (g.name.clone(), g.published_host_ports(), variables)
+            })
+            .collect()
+    };
+    assert_eq!(
+        gateways(&single),
+        [(
+            "gateway".to_owned(),
+            vec![8000],
+            vec!["TANDEM_GATEWAY_PORT".to_owned()]
+        )]
+    );
+    assert_eq!(
+        gateways(&cluster),
+        [
+            (
+                "gateway".to_owned(),
+                vec![8000],
+                vec!["TANDEM_GATEWAY_PORT".to_owned()]
+            ),
+            (
+                "gateway-2".to_owned(),
+                vec![8002],
+                vec!["TANDEM_GATEWAY_2_PORT".to_owned()]
+            ),
+        ],
+        "two gateways, each published on a port of its own (the environment may move them)"
+    );
+    // `running` checks that they are the same service but for `ports`.
+    cluster.running(GATEWAY);
 }
 
 #[test]

@@ -95,7 +95,7 @@ fn nats_is_the_pinned_version_with_tandems_config_file_and_a_volume_for_its_stor
         let mut stores = BTreeSet::new();
         for node in compose.nats_services() {
             assert_eq!(
-                node.string("image"),
+                node.image(),
                 Some(format!("nats:{version}")),
                 "{}: the image must be scripts/setup's nats-server",
                 node.name
@@ -211,11 +211,15 @@ fn the_cluster_nodes_have_their_own_names_and_route_to_each_other() {
     }
 }
 
-/// A Tandem service's definition without its NATS settings.
-fn without_nats(service: &Service<'_>) -> Value {
+/// A Tandem service's definition without its NATS settings (and, for a second gateway, its
+/// published ports).
+fn without_nats(service: &Service<'_>, ports: bool) -> Value {
     let mut body = service.body.clone();
     if let Some(map) = body.as_mapping_mut() {
         map.remove("depends_on");
+        if !ports {
+            map.remove("ports");
+        }
         if let Some(env) = map.get_mut("environment").and_then(Value::as_mapping_mut) {
             env.remove("TANDEM_NATS_URL");
             env.remove("TANDEM_NATS_REPLICAS");
@@ -236,13 +240,30 @@ fn the_cluster_stack_runs_the_same_tandem_services_with_other_nats_settings() {
             .map(|s| s.name)
             .collect()
     };
-    assert_eq!(tandem(&single), tandem(&cluster));
-    for name in tandem(&single) {
+    let (single_names, cluster_names) = (tandem(&single), tandem(&cluster));
+    let extra: BTreeSet<String> = cluster_names.difference(&single_names).cloned().collect();
+    assert!(single_names.is_subset(&cluster_names));
+    assert_eq!(
+        extra,
+        BTreeSet::from(["gateway-2".to_owned()]),
+        "{CLUSTER}: the Tandem services of {SINGLE} and a second gateway"
+    );
+    for name in &single_names {
         assert_eq!(
-            without_nats(&single.service(&name)),
-            without_nats(&cluster.service(&name)),
+            without_nats(&single.service(name), true),
+            without_nats(&cluster.service(name), true),
             "service {name}: apart from TANDEM_NATS_URL, TANDEM_NATS_REPLICAS and depends_on, \
              {CLUSTER} must say what {SINGLE} says"
         );
     }
+    for name in &extra {
+        assert_eq!(
+            without_nats(&single.service(GATEWAY_SERVICE), false),
+            without_nats(&cluster.service(name), false),
+            "service {name}: apart from its ports and NATS, {SINGLE}'s gateway"
+        );
+    }
 }
+
+/// The gateway's service name in both files.
+const GATEWAY_SERVICE: &str = "gateway";
