@@ -2,7 +2,11 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{
+    Args, Parser, Subcommand,
+    builder::{PossibleValuesParser, TypedValueParser as _},
+};
+use tandem_core::escalation::Escalate;
 
 /// Where the gateway is when neither `--url` nor `TANDEM_URL` says.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8000";
@@ -82,7 +86,7 @@ pub struct PredictArgs {
     /// Whether each job goes on to the slow model: `always`, `auto` (only when the fast score
     /// is below the gateway's threshold) or `never` (the fast label is final at once). Without
     /// it, the gateway's default (TANDEM_ESCALATE) applies.
-    #[arg(long, value_enum, value_name = "POLICY")]
+    #[arg(long, value_name = "POLICY", value_parser = parse_escalate())]
     pub escalate: Option<Escalate>,
 
     /// Milliseconds after submission when the slow label stops being wanted: a job not final
@@ -106,28 +110,6 @@ pub struct PredictArgs {
         value_parser = clap::value_parser!(u16).range(1..=64)
     )]
     pub concurrency: u16,
-}
-
-/// `--escalate`: the gateway's `escalate` parameter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Escalate {
-    /// Every job goes on to the slow model.
-    Always,
-    /// Only jobs whose fast score is below the gateway's threshold.
-    Auto,
-    /// None: the fast label is final.
-    Never,
-}
-
-impl Escalate {
-    /// The value the gateway takes.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Always => "always",
-            Self::Auto => "auto",
-            Self::Never => "never",
-        }
-    }
 }
 
 /// `tandem job`.
@@ -238,4 +220,10 @@ fn parse_wait_seconds(raw: &str) -> Result<f64, String> {
         Ok(seconds) if seconds.is_finite() && (0.0..=3600.0).contains(&seconds) => Ok(seconds),
         _ => Err(format!("{raw:?} is not a number of seconds from 0 to 3600")),
     }
+}
+
+/// `--escalate`: one of the gateway's policies (the shared `Escalate`), listed in `--help`.
+fn parse_escalate() -> impl clap::builder::TypedValueParser<Value = Escalate> {
+    PossibleValuesParser::new(["always", "auto", "never"])
+        .try_map(|policy| policy.parse::<Escalate>())
 }

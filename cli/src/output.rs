@@ -186,14 +186,7 @@ pub fn summary(record: &Value) -> String {
     }
     // Who decided the label (records of gateways that escalate by policy say).
     if record["decided_by"].is_string() {
-        let who = if record["cached"] == true {
-            "cache"
-        } else if record["decided_by"] == "fast" || record["status"] == "expired" {
-            "fast model"
-        } else {
-            "slow model"
-        };
-        rows.push(("decided", who.to_owned()));
+        rows.push(("decided", crate::predict::decided(record).0.to_owned()));
     }
     if let Some(reason) = record["escalation"]["reason"].as_str() {
         rows.push(("why", reason.to_owned()));

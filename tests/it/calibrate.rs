@@ -12,7 +12,12 @@ use std::{collections::BTreeMap, path::Path, process::Output, time::Duration};
 use image::ImageFormat;
 use tandem_core::{escalation::Thresholds, model_client::ModelClient};
 
-use crate::support::{model_server::spawn_model_server, process::service_binary, workspace_root};
+use crate::support::{
+    model_server::spawn_model_server,
+    process::service_binary,
+    process::{assert_exit, stderr, stdout},
+    workspace_root,
+};
 
 /// Longest a command may take (two models over a few dozen images on 2 busy cores).
 const LIMIT: Duration = Duration::from_secs(180);
@@ -42,26 +47,6 @@ async fn calibrate(args: &[&str]) -> Output {
         .await
         .unwrap_or_else(|_| panic!("tandem calibrate {args:?} still running after {LIMIT:?}"))
         .expect("run tandem")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-#[track_caller]
-fn assert_exit(output: &Output, code: i32) {
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "exit status {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        stdout(output),
-        stderr(output)
-    );
 }
 
 /// Crops, flips, turns and shrinks of the test photos (the shared generator,

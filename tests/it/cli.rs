@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::support::{
     app::{AppOptions, spawn_app, spawn_app_with},
+    process::{assert_exit, stderr, stdout},
     workspace_root,
 };
 
@@ -30,26 +31,6 @@ async fn tandem(args: &[&str]) -> Output {
         .await
         .unwrap_or_else(|_| panic!("tandem {args:?} still running after {LIMIT:?}"))
         .expect("run tandem")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-#[track_caller]
-fn assert_exit(output: &Output, code: i32) {
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "exit status {:?}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        stdout(output),
-        stderr(output)
-    );
 }
 
 /// The lines of `text` that mention `file` and `kind` (`fast` or `slow`).

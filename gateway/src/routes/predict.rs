@@ -196,21 +196,34 @@ async fn decide_first(
     }
     drop(changes);
     let mut record = new.record();
-    record.fast = Some(fast.clone());
-    record.escalated = false;
     record.decided_by = DecidedBy::Fast;
-    record.escalation = Some(decision);
-    let _final = record.advance(JobStatus::Succeeded);
-    let stored = state
-        .queue
-        .store_final(&record)
-        .await
-        .map_err(|e| not_stored(e, fast.clone()))?;
+    let stored = store_final_at_once(state, record, decision, &fast, None).await?;
     if policy == Escalate::Auto && state.escalation.audited(id) {
         let queue = state.queue.clone();
         tokio::spawn(async move { queue.submit_audit(new).await });
     }
     Ok((stored.record, fast))
+}
+
+/// Stores `record` as a job that never goes to the slow model: `succeeded` at once with the
+/// fast answer (and the slow one, from the cache), the reason in `escalation`.
+async fn store_final_at_once(
+    state: &AppState,
+    mut record: JobRecord,
+    decision: EscalationDecision,
+    fast: &Prediction,
+    slow: Option<Prediction>,
+) -> Result<tandem_core::store::Versioned, ApiError> {
+    record.escalated = false;
+    record.escalation = Some(decision);
+    record.fast = Some(fast.clone());
+    record.slow = slow;
+    let _final = record.advance(JobStatus::Succeeded);
+    state
+        .queue
+        .store_final(&record)
+        .await
+        .map_err(|e| not_stored(e, fast.clone()))
 }
 
 /// A repeated image: both answers from the cache, the job final at once, no model run.
@@ -221,24 +234,16 @@ async fn from_cache(
     fast: Prediction,
     slow: Prediction,
 ) -> Result<(JobRecord, Prediction), ApiError> {
-    let mut record = new.record();
-    record.escalation = Some(EscalationDecision {
+    let decision = EscalationDecision {
         policy,
         score: fast.score,
         threshold: None,
         brownout: false,
         reason: "cached: this image was answered before by the same models".into(),
-    });
-    record.escalated = false;
+    };
+    let mut record = new.record();
     record.cached = true;
-    record.fast = Some(fast.clone());
-    record.slow = Some(slow);
-    let _final = record.advance(JobStatus::Succeeded);
-    let stored = state
-        .queue
-        .store_final(&record)
-        .await
-        .map_err(|e| not_stored(e, fast.clone()))?;
+    let stored = store_final_at_once(state, record, decision, &fast, Some(slow)).await?;
     state.escalation.count(policy, "cached");
     crate::escalation::count_saved();
     Ok((stored.record, fast))
