@@ -9,19 +9,25 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use tandem_model_server::{repository::ModelSpec, runner::ModelRunner, runtime};
+use tandem_model_server::{
+    config::available_cores, repository::ModelSpec, runner::ModelRunner, runtime,
+    scheduler::Scheduler,
+};
 
 use crate::{
     inputs::Photo,
     stats::{Summary, ms_since, round3},
 };
 
-/// One model, thread count and batch size.
+/// One model, instances x threads and batch size.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InferenceFloor {
     pub model: String,
+    /// Sessions, each its own thread with `threads` intra-op threads; as many callers.
+    #[serde(default = "one")]
+    pub instances: usize,
     pub threads: usize,
-    /// Whether `threads` is what `models/<model>/config.toml` says.
+    /// Whether `instances` x `threads` is what `models/<model>/config.toml` says.
     pub configured: bool,
     pub batch: usize,
     /// Time of one session run (one batch).
@@ -41,6 +47,22 @@ pub struct PreprocessFloor {
 pub struct Floor {
     pub inference: Vec<InferenceFloor>,
     pub preprocess: Vec<PreprocessFloor>,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// The shapes measured: the configured one first, then 1 x 1, 1 x 2 and 2 x 1 for comparison.
+fn shapes(spec: &ModelSpec) -> Vec<(usize, usize)> {
+    let configured = (spec.instances, spec.intra_op_threads);
+    let mut shapes = vec![configured];
+    shapes.extend(
+        [(1, 1), (1, 2), (2, 1)]
+            .into_iter()
+            .filter(|s| *s != configured),
+    );
+    shapes
 }
 
 impl Floor {
@@ -68,27 +90,27 @@ pub async fn measure(
         let spec = ModelSpec::load(&models_dir.join(model))?;
         let chelsea = photos.first().map(|p| p.bytes.clone()).unwrap_or_default();
         let image = spec.preprocess.prepare_encoded(&chelsea, 0, 40_000_000)?;
-        // The configured count first, then 1 and 2 for comparison.
-        let mut thread_counts = vec![spec.intra_op_threads];
-        thread_counts.extend([1, 2].into_iter().filter(|n| *n != spec.intra_op_threads));
-        for threads in thread_counts {
+        for (instances, threads) in shapes(&spec) {
             let mut variant = spec.clone();
-            variant.intra_op_threads = threads;
-            let runner = ModelRunner::start(Arc::new(variant), environment.clone()).await?;
+            (variant.instances, variant.intra_op_threads) = (instances, threads);
+            let scheduler = Scheduler::new(available_cores());
+            let runner =
+                ModelRunner::start(Arc::new(variant), environment.clone(), &scheduler).await?;
             for batch in [1, 8].into_iter().filter(|b| *b <= spec.max_batch_size) {
                 let input: Vec<f32> = image.repeat(batch);
-                let latencies = time_runs(secs, || runner.infer(input.clone(), batch)).await?;
-                let total_secs: f64 = latencies.iter().sum::<f64>() / 1000.0;
+                let (latencies, wall_secs) =
+                    time_runs(secs, instances, || runner.infer(input.clone(), batch)).await?;
                 let row = InferenceFloor {
                     model: (*model).to_owned(),
+                    instances,
                     threads,
-                    configured: threads == spec.intra_op_threads,
+                    configured: (instances, threads) == (spec.instances, spec.intra_op_threads),
                     batch,
-                    images_per_sec: round3((latencies.len() * batch) as f64 / total_secs),
+                    images_per_sec: round3((latencies.len() * batch) as f64 / wall_secs),
                     latency: Summary::of(&latencies),
                 };
                 println!(
-                    "  a. {model} threads {threads} batch {batch}: p50 {:.2} ms, {:.1} images/s",
+                    "  a. {model} {instances} x {threads} threads, batch {batch}: p50 {:.2} ms, {:.1} images/s",
                     row.latency.p50_ms, row.images_per_sec
                 );
                 floor.inference.push(row);
@@ -121,26 +143,35 @@ pub async fn measure(
     Ok(floor)
 }
 
-/// The model's runner as configured, and `photo` prepared as its input (one image).
+/// The model's runner as configured, `photo` prepared as its input (one image), and the
+/// model's instances (as many callers keep it busy).
 pub async fn runner(
     models_dir: &Path,
     dylib: Option<&Path>,
     model: &str,
     photo: &Photo,
-) -> anyhow::Result<(ModelRunner, Vec<f32>)> {
+) -> anyhow::Result<(ModelRunner, Vec<f32>, usize)> {
     let environment = runtime::environment(&runtime::resolve_dylib(dylib)?)?;
     let spec = ModelSpec::load(&models_dir.join(model))?;
     let image = spec
         .preprocess
         .prepare_encoded(&photo.bytes, 0, 40_000_000)?;
+    let scheduler = Scheduler::new(available_cores());
+    let instances = spec.instances;
     Ok((
-        ModelRunner::start(Arc::new(spec), environment).await?,
+        ModelRunner::start(Arc::new(spec), environment, &scheduler).await?,
         image,
+        instances,
     ))
 }
 
-/// Runs `call` a few times to warm up, then for `secs` (at least 20 runs); milliseconds each.
-async fn time_runs<F, Fut, T, E>(secs: f64, call: F) -> anyhow::Result<Vec<f64>>
+/// Runs `call` a few times to warm up, then from `callers` loops at once for `secs` (at least
+/// 20 runs); milliseconds each, and the seconds it took.
+async fn time_runs<F, Fut, T, E>(
+    secs: f64,
+    callers: usize,
+    call: F,
+) -> anyhow::Result<(Vec<f64>, f64)>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<T, E>>,
@@ -149,12 +180,16 @@ where
     for _ in 0..5 {
         call().await?;
     }
-    let mut latencies = Vec::new();
     let started = Instant::now();
-    while latencies.len() < 20 || started.elapsed() < Duration::from_secs_f64(secs) {
-        let t = Instant::now();
-        call().await?;
-        latencies.push(ms_since(t));
-    }
-    Ok(latencies)
+    let caller = async || {
+        let mut latencies = Vec::new();
+        while latencies.len() < 20 || started.elapsed() < Duration::from_secs_f64(secs) {
+            let t = Instant::now();
+            call().await?;
+            latencies.push(ms_since(t));
+        }
+        anyhow::Ok(latencies)
+    };
+    let all = futures::future::try_join_all((0..callers.max(1)).map(|_| caller())).await?;
+    Ok((all.concat(), started.elapsed().as_secs_f64()))
 }

@@ -77,23 +77,34 @@ async fn alternate(
     Ok((f, s))
 }
 
-/// Runs the in-process model on `input` (`batch` images) for `secs`.
+/// Runs the in-process model on `input` (`batch` images) for `secs`, from `callers` loops at
+/// once (one per instance of the model).
 async fn floor_burst(
     runner: &ModelRunner,
     input: &[f32],
     batch: usize,
+    callers: usize,
     secs: f64,
 ) -> anyhow::Result<Side> {
     let started = Instant::now();
-    let mut side = Side::default();
-    while started.elapsed() < Duration::from_secs_f64(secs) {
-        let t = Instant::now();
-        runner.infer(input.to_vec(), batch).await?;
-        side.samples.push(ms_since(t));
-        side.units += batch as f64;
+    let caller = async || {
+        let mut side = Side::default();
+        while started.elapsed() < Duration::from_secs_f64(secs) {
+            let t = Instant::now();
+            runner.infer(input.to_vec(), batch).await?;
+            side.samples.push(ms_since(t));
+            side.units += batch as f64;
+        }
+        anyhow::Ok(side)
+    };
+    let sides = futures::future::try_join_all((0..callers.max(1)).map(|_| caller())).await?;
+    let mut all = Side::default();
+    for side in sides {
+        all.samples.extend(side.samples);
+        all.units += side.units;
     }
-    side.secs = started.elapsed().as_secs_f64();
-    Ok(side)
+    all.secs = started.elapsed().as_secs_f64();
+    Ok(all)
 }
 
 fn paired(what: &str, floor_side: String, service_side: String, f: &Side, s: &Side) -> Paired {
@@ -122,7 +133,8 @@ pub async fn fast(
     chelsea: &Photo,
 ) -> anyhow::Result<Vec<Paired>> {
     let models = env.root.join("models");
-    let (runner, image) = floor::runner(&models, env.ort_dylib.as_deref(), FAST, chelsea).await?;
+    let (runner, image, instances) =
+        floor::runner(&models, env.ort_dylib.as_deref(), FAST, chelsea).await?;
     let nats = Nats::start(env).await?;
     let gateway = Gateway::start(env, &nats, &model_server.url, FAST).await?;
     let call = Call::predict(chelsea);
@@ -131,7 +143,7 @@ pub async fn fast(
     let mut conn = Conn::connect(gateway.addr).await?;
     let (f, s) = alternate(
         ROUNDS,
-        async || floor_burst(&runner, &image, 1, burst).await,
+        async || floor_burst(&runner, &image, 1, 1, burst).await,
         async || {
             let started = Instant::now();
             let mut side = Side::default();
@@ -169,8 +181,8 @@ pub async fn fast(
     let (f, s) = alternate(
         THROUGHPUT_ROUNDS,
         async || {
-            let one = floor_burst(&runner, &image, 1, burst / 2.0).await?;
-            let eight = floor_burst(&runner, &batch8, 8, burst / 2.0).await?;
+            let one = floor_burst(&runner, &image, 1, instances, burst / 2.0).await?;
+            let eight = floor_burst(&runner, &batch8, 8, instances, burst / 2.0).await?;
             // The better of batch 1 and batch 8: the model's best throughput.
             Ok(if one.per_sec() >= eight.per_sec() {
                 one
@@ -190,7 +202,7 @@ pub async fn fast(
     .await?;
     let throughput = paired(
         "fast throughput",
-        format!("{FAST}, the better of batch 1 and 8"),
+        format!("{FAST}, {instances} caller(s), the better of batch 1 and 8"),
         format!("POST /predict, {clients} clients"),
         &f,
         &s,
@@ -208,7 +220,8 @@ pub async fn slow(
     chelsea: &Photo,
 ) -> anyhow::Result<Paired> {
     let models = env.root.join("models");
-    let (runner, image) = floor::runner(&models, env.ort_dylib.as_deref(), SLOW, chelsea).await?;
+    let (runner, image, _) =
+        floor::runner(&models, env.ort_dylib.as_deref(), SLOW, chelsea).await?;
     let nats = Nats::start(env).await?;
     let gateway = Gateway::start(env, &nats, &model_server.url, FAST).await?;
     let worker = Worker::start(
@@ -227,7 +240,7 @@ pub async fn slow(
     let burst = settings.secs / ROUNDS as f64;
     let (f, s) = alternate(
         ROUNDS,
-        async || floor_burst(&runner, &image, 1, burst).await,
+        async || floor_burst(&runner, &image, 1, 1, burst).await,
         async || {
             let started = Instant::now();
             let mut side = Side::default();

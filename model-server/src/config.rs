@@ -39,6 +39,15 @@ pub struct ModelServerConfig {
     /// `TANDEM_SHUTDOWN_GRACE_SECS`: after the shutdown signal, how long requests in flight
     /// may take to finish before their connections are closed (default 10).
     pub shutdown_grace: Duration,
+    /// `TANDEM_INFERENCE_THREADS`: the most ONNX Runtime threads running at once across every
+    /// model (default: the cores this process may use). A batch starts only when its model's
+    /// `intra_op_threads` fit beside those running (see `scheduler`).
+    pub inference_threads: usize,
+}
+
+/// The cores this process may use (its CPU affinity and cgroup quota), 1 if unknown.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 impl FromEnv for ModelServerConfig {
@@ -60,6 +69,10 @@ impl FromEnv for ModelServerConfig {
             ));
         }
         let shutdown_grace = env.seconds("TANDEM_SHUTDOWN_GRACE_SECS", DEFAULT_SHUTDOWN_GRACE);
+        let inference_threads = env.parse("TANDEM_INFERENCE_THREADS", available_cores());
+        if inference_threads == 0 {
+            env.error("TANDEM_INFERENCE_THREADS=0 is not valid: it must be at least 1");
+        }
         if max_image_pixels == 0 {
             env.error("TANDEM_MAX_IMAGE_PIXELS=0 is not valid: it must be at least 1");
         }
@@ -71,6 +84,7 @@ impl FromEnv for ModelServerConfig {
             metrics_addr,
             decoded_cache_bytes: decoded_cache_mb.min(MAX_DECODED_CACHE_MB) * 1024 * 1024,
             shutdown_grace,
+            inference_threads,
         }
     }
 }
@@ -90,6 +104,7 @@ mod tests {
             ("TANDEM_MAX_IMAGE_PIXELS", " "),
             ("TANDEM_DECODED_CACHE_MB", " "),
             ("TANDEM_SHUTDOWN_GRACE_SECS", " "),
+            ("TANDEM_INFERENCE_THREADS", " "),
         ];
         all.extend_from_slice(pairs);
         ModelServerConfig::from_source(Env::from_pairs(all))
@@ -104,6 +119,7 @@ mod tests {
         assert_eq!(config.max_image_pixels, DEFAULT_MAX_IMAGE_PIXELS);
         assert_eq!(config.decoded_cache_bytes, 64 * 1024 * 1024);
         assert_eq!(config.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(config.inference_threads, available_cores());
     }
 
     #[test]
@@ -115,8 +131,10 @@ mod tests {
             ("TANDEM_MAX_IMAGE_PIXELS", "1000"),
             ("TANDEM_DECODED_CACHE_MB", "0"),
             ("TANDEM_SHUTDOWN_GRACE_SECS", "3"),
+            ("TANDEM_INFERENCE_THREADS", "6"),
         ])
         .unwrap();
+        assert_eq!(config.inference_threads, 6);
         assert_eq!(config.shutdown_grace, Duration::from_secs(3));
         assert_eq!(config.decoded_cache_bytes, 0);
         assert_eq!(config.model_repository, PathBuf::from("/srv/models"));
@@ -135,9 +153,10 @@ mod tests {
             ("TANDEM_MAX_IMAGE_PIXELS", "lots"),
             ("TANDEM_DECODED_CACHE_MB", "-1"),
             ("TANDEM_SHUTDOWN_GRACE_SECS", "soon"),
+            ("TANDEM_INFERENCE_THREADS", "0"),
         ])
         .unwrap_err();
-        assert_eq!(err.0.len(), 4, "{err}");
+        assert_eq!(err.0.len(), 5, "{err}");
         assert!(
             err.to_string().contains("TANDEM_SHUTDOWN_GRACE_SECS"),
             "{err}"

@@ -41,6 +41,8 @@ pub fn model_digest(spec: &ModelSpec, onnx: &[u8]) -> String {
         intra_op_spinning: _,
         thread_nice: _,
         max_batch_size: _,
+        instances: _,
+        priority: _,
         max_queue_delay: _,
         digest: _,
     } = spec;

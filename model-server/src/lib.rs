@@ -39,6 +39,7 @@ pub mod repository;
 pub mod request;
 pub mod runner;
 pub mod runtime;
+pub mod scheduler;
 pub mod service;
 
 use std::{future::Future, path::PathBuf, sync::Arc};
@@ -92,7 +93,7 @@ pub async fn run_with_ops(
     let shutdown = tandem_core::shutdown::shared(shutdown);
     let dylib = runtime::resolve_dylib(config.ort_dylib_path.as_deref())?;
     let specs = repository::load_repository(&config.model_repository)?;
-    let registry = Arc::new(registry::Registry::new(specs));
+    let registry = Arc::new(registry::Registry::new(specs, config.inference_threads));
     let _ops = ops
         .map(|ops| {
             tandem_core::ops::spawn(

@@ -11,6 +11,7 @@ use crate::{
     repository::{Backend, ModelSpec},
     runner::ModelRunner,
     runtime,
+    scheduler::Scheduler,
 };
 
 /// Every model's only version.
@@ -41,11 +42,14 @@ impl Model {
 #[derive(Debug)]
 pub struct Registry {
     models: BTreeMap<String, Arc<Model>>,
+    /// Shared by every model: strict priority and a budget of inference threads across them.
+    scheduler: Arc<Scheduler>,
 }
 
 impl Registry {
-    /// Models from validated specs, none loaded yet.
-    pub fn new(specs: Vec<ModelSpec>) -> Self {
+    /// Models from validated specs, none loaded yet, running at most `inference_threads`
+    /// ONNX Runtime threads at once.
+    pub fn new(specs: Vec<ModelSpec>, inference_threads: usize) -> Self {
         let models = specs
             .into_iter()
             .map(|spec| {
@@ -56,7 +60,10 @@ impl Registry {
                 (model.spec.name.clone(), Arc::new(model))
             })
             .collect();
-        Self { models }
+        Self {
+            models,
+            scheduler: Scheduler::new(inference_threads),
+        }
     }
 
     /// A model by name and version ("" or "1").
@@ -105,11 +112,12 @@ impl Registry {
         };
         let starts = self.models.values().map(|model| {
             let environment = environment.clone();
+            let scheduler = &self.scheduler;
             async move {
                 let runner = match (model.spec.backend, environment) {
-                    (Backend::Null, _) => ModelRunner::start_null(model.spec.clone())?,
+                    (Backend::Null, _) => ModelRunner::start_null(model.spec.clone(), scheduler)?,
                     (Backend::Onnx, Some(environment)) => {
-                        ModelRunner::start(model.spec.clone(), environment).await?
+                        ModelRunner::start(model.spec.clone(), environment, scheduler).await?
                     }
                     (Backend::Onnx, None) => anyhow::bail!("ONNX Runtime was not loaded"),
                 };
@@ -152,7 +160,7 @@ pub(crate) mod tests {
         assert_eq!(spec.backend, Backend::Null);
         assert_eq!(spec.labels, ["null"], "no labels file: one class");
 
-        let registry = Registry::new(vec![spec]);
+        let registry = Registry::new(vec![spec], 2);
         assert!(!registry.is_ready());
         // No ONNX Runtime is needed: the library path is never opened.
         registry

@@ -96,6 +96,12 @@ pub struct ModelSpec {
     pub thread_nice: i32,
     /// Most images run together in one session call.
     pub max_batch_size: usize,
+    /// ONNX Runtime sessions of the model, each with its own thread and `intra_op_threads`,
+    /// sharing the model's queue (Triton's instance group).
+    pub instances: usize,
+    /// 1 runs first: a batch starts only while no request of a more urgent model (a smaller
+    /// number) waits or runs (see `scheduler`).
+    pub priority: u8,
     /// How long the model thread waits for more requests to fill a batch.
     pub max_queue_delay: Duration,
     /// `sha256:<hex>` of what decides the model's answers (see `digest`); empty until
@@ -203,6 +209,8 @@ impl ModelSpec {
             intra_op_spinning: raw.intra_op_spinning,
             thread_nice: raw.thread_nice,
             max_batch_size: raw.max_batch_size,
+            instances: raw.instances,
+            priority: raw.priority,
             max_queue_delay: Duration::from_micros(raw.max_queue_delay_us),
             digest: String::new(),
         })

@@ -98,6 +98,8 @@ intra_op_threads = 0
 thread_nice = -5
 max_batch_size = 0
 max_queue_delay_us = 5000000
+instances = 0
+priority = 10
 "#,
     )
     .unwrap_err()
@@ -111,10 +113,12 @@ max_queue_delay_us = 5000000
         "`thread_nice`",
         "`max_batch_size`",
         "`max_queue_delay_us`",
+        "`instances`",
+        "`priority`",
     ] {
         assert!(err.contains(field), "{field} missing from: {err}");
     }
-    assert_eq!(err.matches("models/m/config.toml").count(), 8, "{err}");
+    assert_eq!(err.matches("models/m/config.toml").count(), 10, "{err}");
 }
 
 #[test]

@@ -225,7 +225,7 @@ mod tests {
         )
         .unwrap();
         spec.labels = vec!["a".into(), "b".into()];
-        InferenceService::new(Arc::new(Registry::new(vec![spec])), 100, 0)
+        InferenceService::new(Arc::new(Registry::new(vec![spec], 2)), 100, 0)
     }
 
     #[tokio::test]

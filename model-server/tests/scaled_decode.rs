@@ -16,6 +16,7 @@ use tandem_model_server::{
     repository::ModelSpec,
     runner::ModelRunner,
     runtime,
+    scheduler::Scheduler,
 };
 
 const LIMIT: u64 = 40_000_000;
@@ -47,7 +48,7 @@ async fn models() -> Option<Vec<(Arc<ModelSpec>, ModelRunner)>> {
     let mut models = Vec::new();
     for name in ["efficientnet_lite0", "efficientnet_lite2"] {
         let spec = Arc::new(ModelSpec::load(&root.join(name)).unwrap());
-        let runner = ModelRunner::start(spec.clone(), environment.clone())
+        let runner = ModelRunner::start(spec.clone(), environment.clone(), &Scheduler::new(2))
             .await
             .unwrap();
         models.push((spec, runner));

@@ -8,12 +8,16 @@ use anyhow::bail;
 use serde::Deserialize;
 
 use super::{Backend, OutputKind, Spinning};
-use crate::preprocess::{Crop, Layout, Scaling};
+use crate::{
+    preprocess::{Crop, Layout, Scaling},
+    scheduler::LOWEST_PRIORITY,
+};
 
 const MAX_SIDE: u32 = 8192;
 const MAX_THREADS: usize = 256;
 const MAX_BATCH: usize = 1024;
 const MAX_DELAY_US: u64 = 1_000_000;
+const MAX_INSTANCES: usize = 64;
 
 /// The fields of `config.toml`, defaults filled in, not yet checked.
 #[derive(Debug, Deserialize)]
@@ -47,6 +51,10 @@ pub(super) struct RawConfig {
     pub(super) max_batch_size: usize,
     #[serde(default)]
     pub(super) max_queue_delay_us: u64,
+    #[serde(default = "default_instances")]
+    pub(super) instances: usize,
+    #[serde(default = "default_priority")]
+    pub(super) priority: u8,
 }
 
 fn default_onnx() -> String {
@@ -60,6 +68,12 @@ fn default_threads() -> usize {
 }
 fn default_batch() -> usize {
     8
+}
+fn default_instances() -> usize {
+    1
+}
+fn default_priority() -> u8 {
+    1
 }
 
 /// The problems found in one file, each naming the file and the field.
@@ -143,9 +157,12 @@ impl RawConfig {
         }
     }
 
-    /// Intra-op threads within bounds; niceness only ever nicer.
+    /// Intra-op threads and instances within bounds, a known priority; niceness only ever
+    /// nicer.
     fn check_threads(&self, errors: &mut FieldErrors) {
         errors.in_range("intra_op_threads", self.intra_op_threads, 1..=MAX_THREADS);
+        errors.in_range("instances", self.instances, 1..=MAX_INSTANCES);
+        errors.in_range("priority", self.priority, 1..=LOWEST_PRIORITY);
         if !(0..=19).contains(&self.thread_nice) {
             errors.field(
                 "thread_nice",
