@@ -1,15 +1,13 @@
-//! Rows b and d: `/predict` latency and throughput against concurrency, and what a saturated
-//! slow queue does to it.
-
-use std::path::Path;
+//! Row b: `/predict` latency and throughput against concurrency (row d, in `isolation`,
+//! measures its points the same way).
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
     Settings,
-    inputs::{self, Photo},
+    inputs::Photo,
     load::{self, Call},
-    procs::{Env, Gateway, ModelServer, Nats, Worker, scrape},
+    procs::{Env, Gateway, ModelServer, Nats, scrape},
     stats::{CpuMeter, CpuSplit, Summary, round3},
 };
 
@@ -125,7 +123,7 @@ fn ratio_ms(sum: f64, count: f64) -> f64 {
 
 /// Warms up, then measures `/predict` with `photo` at `concurrency` against a running stack.
 #[allow(clippy::too_many_arguments)]
-async fn measure_point(
+pub(crate) async fn measure_point(
     settings: &Settings,
     gateway: &Gateway,
     model_server: &ModelServer,
@@ -238,120 +236,4 @@ pub async fn http_floor(
     gateway.proc.stop().await;
     nats.proc.stop().await;
     Ok(Summary::of(&outcome.latencies))
-}
-
-/// Row d, one configuration: `/predict` idle, then with a slow-worker busy on a backlog.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Isolation {
-    pub variant: String,
-    pub concurrency: usize,
-    pub idle: PredictPoint,
-    pub busy: PredictPoint,
-    /// Slow jobs finished per second while `busy` was measured: the slow path must not starve.
-    pub slow_jobs_per_sec: f64,
-}
-
-/// How the fast and slow models share the machine in one isolation run.
-#[derive(Debug, Clone, Copy)]
-pub enum Sharing {
-    /// One model server with `models/` as committed.
-    Shipped,
-    /// One model server; one of the slow model's `config.toml` keys set to a value.
-    SlowSetting(&'static str, &'static str),
-}
-
-impl Sharing {
-    pub fn label(self) -> String {
-        match self {
-            Self::Shipped => "shipped: one model server, models/ as committed".into(),
-            Self::SlowSetting(key, value) => format!("slow model {key} = {value}"),
-        }
-    }
-}
-
-/// Row d for one way of sharing the cores.
-pub async fn isolation(
-    settings: &Settings,
-    env: &Env,
-    models: &Path,
-    shipped: &ModelServer,
-    chelsea: &Photo,
-    sharing: Sharing,
-) -> anyhow::Result<Isolation> {
-    let (_repos, own_fast, own_slow) = match sharing {
-        Sharing::Shipped => (Vec::new(), None, None),
-        Sharing::SlowSetting(key, value) => {
-            let repo = inputs::variant_repository(models, &[FAST, SLOW], &[(SLOW, key, value)])?;
-            let server = ModelServer::start(env, repo.path(), None).await?;
-            (vec![repo], Some(server), None::<ModelServer>)
-        }
-    };
-    let fast_server = own_fast.as_ref().unwrap_or(shipped);
-    let slow_server = own_slow.as_ref().unwrap_or(fast_server);
-    let variant = sharing.label();
-    let concurrency = settings.isolation_concurrency;
-
-    let nats = Nats::start(env).await?;
-    let gateway = Gateway::start(env, &nats, &fast_server.url, FAST).await?;
-    let mut others = vec![("nats-server", nats.proc.pid())];
-    if let Some(slow) = &own_slow {
-        others.push(("slow-model-server", slow.proc.pid()));
-    }
-    // Idle: no worker; the jobs these requests queue are the backlog for the busy half.
-    let idle = measure_point(
-        settings,
-        &gateway,
-        fast_server,
-        &others,
-        chelsea,
-        &variant,
-        concurrency,
-        settings.secs,
-    )
-    .await?;
-    let worker = Worker::start(
-        env,
-        &nats,
-        &slow_server.url,
-        SLOW,
-        settings.worker_concurrency,
-    )
-    .await?;
-    others.push(("slow-worker", worker.proc.pid()));
-    let done = || scrape(&worker.ops_url, "tandem_worker_jobs_total", "succeeded");
-    let before = done().await?;
-    let started = std::time::Instant::now();
-    let busy = measure_point(
-        settings,
-        &gateway,
-        fast_server,
-        &others,
-        chelsea,
-        &variant,
-        concurrency,
-        settings.secs,
-    )
-    .await?;
-    let slow_jobs = done().await? - before;
-    let result = Isolation {
-        variant,
-        concurrency,
-        slow_jobs_per_sec: round3(slow_jobs / started.elapsed().as_secs_f64()),
-        idle,
-        busy,
-    };
-    println!(
-        "  d. [{}] p99 idle {:.2} ms, busy {:.2} ms; slow jobs {:.1}/s",
-        result.variant,
-        result.idle.latency.p99_ms,
-        result.busy.latency.p99_ms,
-        result.slow_jobs_per_sec
-    );
-    worker.proc.stop().await;
-    gateway.proc.stop().await;
-    nats.proc.stop().await;
-    for server in [own_fast, own_slow].into_iter().flatten() {
-        server.proc.stop().await;
-    }
-    Ok(result)
 }

@@ -4,7 +4,8 @@
 //! latency and throughput against concurrency; c. submit -> SSE `succeeded`; d. `/predict` with
 //! the slow queue saturated; e. the pipeline's ceiling with the null model; f. 10,000 SSE
 //! clients on one job; g. escalation: a mixed workload with `escalate=always` against `auto`
-//! on thresholds `tandem calibrate` chose for it. The services run as the release binaries, each its own process, on
+//! on thresholds `tandem calibrate` chose for it; s. a soak: the null model's jobs for 30 min or
+//! 100,000 jobs, every process's RSS sampled. The services run as the release binaries, each its own process, on
 //! random loopback ports, with nats-server on a temporary store. The load generator is this
 //! process: one thread, keep-alive HTTP/1.1 connections.
 //!
@@ -14,7 +15,7 @@
 //! workload, the test photos' variants, and `tandem calibrate` on it), `escalation` (g),
 //! `paired` (floor and service in alternation), `report` (targets), `tables` (markdown),
 //! `output` (the files written), `breakdown` (where the time goes), `variants` (row b's other
-//! settings), `chart` (the PNG).
+//! settings), `soak` (s), `chart` (the PNGs).
 
 mod breakdown;
 mod calibration;
@@ -25,14 +26,17 @@ mod fanout;
 mod fast;
 mod floor;
 mod inputs;
+mod isolation;
 mod load;
 mod output;
 mod paired;
 mod procs;
 mod report;
 mod slow;
+mod soak;
 mod stats;
 mod tables;
+mod traffic;
 mod variants;
 
 use std::{
@@ -45,7 +49,7 @@ use clap::Parser;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    fast::{FAST, SLOW, Sharing},
+    fast::{FAST, SLOW},
     procs::ModelServer,
     report::Results,
 };
@@ -57,8 +61,8 @@ use crate::{
 #[command(name = "tandem-bench", version, args_override_self = true)]
 pub struct Settings {
     /// Rows to run, of a (floor), b (/predict), c (slow answer), d (isolation), e (pipeline),
-    /// f (SSE fan-out), g (escalation).
-    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,e,f,g")]
+    /// f (SSE fan-out), g (escalation), s (soak).
+    #[arg(long, value_delimiter = ',', default_value = "a,b,c,d,e,f,g,s")]
     pub rows: Vec<String>,
     /// Seconds each measurement runs (row b with the 12-megapixel photo: --big-secs).
     #[arg(long, default_value_t = 5.0)]
@@ -91,9 +95,10 @@ pub struct Settings {
     /// TANDEM_WORKER_CONCURRENCY of the slow-worker in rows c (light) and d.
     #[arg(long, default_value_t = 1)]
     pub worker_concurrency: usize,
-    /// /predict clients in row d.
-    #[arg(long, default_value_t = 1)]
-    pub isolation_concurrency: usize,
+    /// /predict clients in row d (each measured idle and with the slow path saturated).
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+    #[serde(deserialize_with = "one_or_many")]
+    pub isolation_concurrency: Vec<usize>,
     /// Clients in row e.
     #[arg(long, default_value_t = 128)]
     pub pipeline_clients: usize,
@@ -122,6 +127,27 @@ pub struct Settings {
     #[arg(long, default_value_t = 0.2)]
     #[serde(default)]
     pub audit_rate: f64,
+    /// Jobs of the soak (row s): it ends after these, or after --soak-secs.
+    #[arg(long, default_value_t = 100_000)]
+    #[serde(default)]
+    pub soak_jobs: usize,
+    /// Upper bound of the soak's duration, seconds.
+    #[arg(long, default_value_t = 1800.0)]
+    #[serde(default)]
+    pub soak_secs: f64,
+    /// Clients of the soak, each submitting a job and waiting for its end (the worker runs
+    /// --pipeline-worker-concurrency jobs at once).
+    #[arg(long, default_value_t = 32)]
+    #[serde(default)]
+    pub soak_clients: usize,
+    /// Share of --soak-jobs done before the soak's RSS baseline is taken (the warm-up).
+    #[arg(long, default_value_t = 0.25)]
+    #[serde(default)]
+    pub soak_warmup_share: f64,
+    /// Seconds between the soak's samples of RSS and latency.
+    #[arg(long, default_value_t = 1.0)]
+    #[serde(default)]
+    pub soak_interval_secs: f64,
     /// Where the service binaries are.
     #[arg(long, default_value = "target/release")]
     pub bin_dir: PathBuf,
@@ -134,13 +160,28 @@ pub struct Settings {
     /// RUST_LOG of every service.
     #[arg(long, default_value = "warn")]
     pub log_level: String,
-    /// A smoke test: every row, tiny durations and 500 SSE clients (overrides the above).
+    /// A smoke test: every row, tiny durations, 500 SSE clients, a 2,000-job soak (overrides
+    /// the above).
     #[arg(long)]
     pub quick: bool,
     /// Measure nothing: write the tables, chart and --benchmarks-md again from this
     /// results.json of an earlier run (after editing the template, say).
     #[arg(long)]
     pub report_only: Option<PathBuf>,
+}
+
+/// A number (results.json of earlier runs) or a list of them.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<usize>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(usize),
+        Many(Vec<usize>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(n) => vec![n],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 impl Settings {
@@ -159,6 +200,9 @@ impl Settings {
             self.pipeline_clients = self.pipeline_clients.min(32);
             self.escalation_secs = 1.5;
             self.escalation_rounds = 1;
+            self.soak_jobs = self.soak_jobs.min(2000);
+            self.soak_secs = self.soak_secs.min(60.0);
+            self.soak_interval_secs = self.soak_interval_secs.min(0.25);
         }
     }
 }
@@ -231,6 +275,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         submit_only: None,
         fanout: None,
         escalation: None,
+        soak: None,
         targets: Vec::new(),
     };
     let mut failures = Vec::new();
@@ -298,13 +343,10 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     if settings.row("d") {
         println!("d. /predict with the slow queue saturated");
-        for sharing in [
-            Sharing::Shipped,
-            Sharing::SlowSetting("thread_nice", "0"),
-            Sharing::SlowSetting("intra_op_threads", "2"),
-        ] {
-            match fast::isolation(&settings, &env, &models, &shipped, &chelsea, sharing).await {
-                Ok(i) => results.isolation.push(i),
+        for sharing in isolation::SHARINGS {
+            match isolation::isolation(&settings, &env, &models, &shipped, &chelsea, sharing).await
+            {
+                Ok(i) => results.isolation.extend(i),
                 Err(e) => failed("d", e),
             }
         }
@@ -332,6 +374,13 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         match escalation::row_g(&settings, &env, &shipped, &out).await {
             Ok(g) => results.escalation = Some(g),
             Err(e) => failed("g", e),
+        }
+    }
+    if settings.row("s") {
+        println!("s. soak (null model)");
+        match soak::soak(&settings, &env, &shipped, &tiny).await {
+            Ok(s) => results.soak = Some(s),
+            Err(e) => failed("s", e),
         }
     }
     shipped.proc.stop().await;

@@ -32,12 +32,27 @@ pub fn others_share(r: &Results) -> f64 {
     if let Some(g) = &r.escalation {
         splits.extend(g.always.cpu.iter().chain(&g.auto.cpu));
     }
+    splits.extend(r.soak.iter().map(|s| &s.cpu));
     let others: f64 = splits.iter().map(|s| s.others).sum();
     let capacity: f64 = splits.iter().map(|s| s.capacity).sum();
     if capacity > 0.0 {
         stats::round3(others / capacity)
     } else {
         0.0
+    }
+}
+
+/// Draws row s's chart when the run has a soak; whether it did.
+fn soak_chart(results: &Results, path: &Path) -> bool {
+    let Some(soak) = &results.soak else {
+        return false;
+    };
+    match chart::draw_soak(soak, path) {
+        Ok(()) => true,
+        Err(e) => {
+            println!("no soak chart: {e:#}");
+            false
+        }
     }
 }
 
@@ -58,10 +73,13 @@ pub fn write_outputs(settings: &Settings, root: &Path, results: &Results) -> any
             false
         }
     };
+    let soak_path = out.join("soak.png");
+    let soak_chart = soak_chart(results, &soak_path);
     println!(
-        "\n{tables}\nwrote {}/results.json, table.md{}",
+        "\n{tables}\nwrote {}/results.json, table.md{}{}",
         out.display(),
-        if chart { ", predict-latency.png" } else { "" }
+        if chart { ", predict-latency.png" } else { "" },
+        if soak_chart { ", soak.png" } else { "" }
     );
     if let Some(md) = &settings.benchmarks_md {
         let template = std::fs::read_to_string(root.join("bench/BENCHMARKS.template.md"))?;
@@ -83,10 +101,12 @@ pub fn write_outputs(settings: &Settings, root: &Path, results: &Results) -> any
             results.total_secs
         );
         let chart_rel = chart_path.strip_prefix(root).unwrap_or(&chart_path);
+        let soak_rel = soak_path.strip_prefix(root).unwrap_or(&soak_path);
         let text = template
             .replace("{{machine}}", &machine)
             .replace("{{tables}}", tables.trim_end())
-            .replace("{{chart}}", &chart_rel.display().to_string());
+            .replace("{{chart}}", &chart_rel.display().to_string())
+            .replace("{{soak_chart}}", &soak_rel.display().to_string());
         std::fs::write(root.join(md), text)?;
         println!("wrote {}", md.display());
     }

@@ -144,6 +144,8 @@ fn service(env: &Env, binary: &str, nice: Option<i32>) -> Command {
 pub struct Nats {
     pub proc: Proc,
     pub url: String,
+    /// `http://127.0.0.1:PORT`: `/connz`, `/jsz` (row e's traffic per job).
+    pub monitor_url: String,
     _store: tempfile::TempDir,
 }
 
@@ -170,6 +172,7 @@ impl Nats {
         Ok(Self {
             proc,
             url: format!("nats://127.0.0.1:{port}"),
+            monitor_url: format!("http://127.0.0.1:{monitor}"),
             _store: store,
         })
     }
@@ -187,9 +190,20 @@ impl ModelServer {
     /// Starts it on `repository` (under `nice -n N` when given) and waits until every model
     /// is loaded.
     pub async fn start(env: &Env, repository: &Path, nice: Option<i32>) -> anyhow::Result<Self> {
+        Self::start_with(env, repository, nice, &[]).await
+    }
+
+    /// [`Self::start`] with more environment variables.
+    pub async fn start_with(
+        env: &Env,
+        repository: &Path,
+        nice: Option<i32>,
+        vars: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let port = free_port()?;
         let ops = free_port()?;
         let mut command = service(env, "tandem-model-server", nice);
+        command.envs(vars.iter().copied());
         command
             .env("TANDEM_MODEL_REPOSITORY", repository)
             .env("TANDEM_MODEL_SERVER_ADDR", format!("127.0.0.1:{port}"))
@@ -273,6 +287,18 @@ impl Worker {
         slow_model: &str,
         concurrency: usize,
     ) -> anyhow::Result<Self> {
+        Self::start_with(env, nats, model_server_url, slow_model, concurrency, &[]).await
+    }
+
+    /// [`Worker::start`] with more settings (`TANDEM_*` variables and their values).
+    pub async fn start_with(
+        env: &Env,
+        nats: &Nats,
+        model_server_url: &str,
+        slow_model: &str,
+        concurrency: usize,
+        settings: &[(&str, String)],
+    ) -> anyhow::Result<Self> {
         let ops = free_port()?;
         let mut command = service(env, "tandem-slow-worker", None);
         command
@@ -280,7 +306,8 @@ impl Worker {
             .env("TANDEM_NATS_URL", &nats.url)
             .env("TANDEM_MODEL_SERVER_URL", model_server_url)
             .env("TANDEM_SLOW_MODEL", slow_model)
-            .env("TANDEM_WORKER_CONCURRENCY", concurrency.to_string());
+            .env("TANDEM_WORKER_CONCURRENCY", concurrency.to_string())
+            .envs(settings.iter().map(|(k, v)| (k, v)));
         let mut proc = Proc::spawn(env, "slow-worker", command)?;
         let ops_url = format!("http://127.0.0.1:{ops}");
         proc.wait_ready(&format!("{ops_url}/readyz"), Duration::from_secs(60))

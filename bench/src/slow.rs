@@ -19,6 +19,7 @@ use crate::{
     load::{self, Call},
     procs::{Env, Gateway, ModelServer, Nats, Worker},
     stats::{CpuMeter, CpuSplit, Summary, round3},
+    traffic::{NatsTraffic, TrafficMeter},
 };
 
 /// Jobs submitted by `clients` clients, each waiting for its job's final event before the next.
@@ -43,6 +44,12 @@ pub struct JobsRun {
     /// Where the time went, means (from each job's final record).
     #[serde(default)]
     pub spans: Option<JobSpans>,
+    /// What the services exchanged with nats-server meanwhile (row e's cost per job).
+    #[serde(default)]
+    pub traffic: Option<NatsTraffic>,
+    /// Jobs ended (succeeded or not) while `cpu` and `traffic` were measured.
+    #[serde(default)]
+    pub jobs: u64,
     pub samples: Vec<f64>,
 }
 
@@ -186,6 +193,9 @@ pub async fn jobs_run(
     pids.extend(workers.iter().map(|w| ("slow-worker", w.proc.pid())));
     // Warm up every connection and the model threads.
     jobs_loop(gateway.addr, photo, clients, settings.warmup_secs, None).await?;
+    let mut services = vec![("gateway", gateway.url())];
+    services.extend(workers.iter().map(|w| ("slow-worker", w.ops_url.clone())));
+    let traffic = TrafficMeter::start(&nats.monitor_url, services).await;
     let meter = CpuMeter::start(&pids);
     let Loop {
         total,
@@ -195,6 +205,7 @@ pub async fn jobs_run(
         spans,
     } = jobs_loop(gateway.addr, photo, clients, settings.secs, jobs).await?;
     let cpu = meter.stop();
+    let traffic = traffic.stop().await;
     for worker in workers {
         worker.proc.stop().await;
     }
@@ -213,6 +224,8 @@ pub async fn jobs_run(
         errors,
         cpu,
         spans: JobSpans::mean(&spans),
+        traffic: Some(traffic),
+        jobs: total.len() as u64 + errors,
         samples: total.iter().map(|v| round3(*v)).collect(),
     };
     println!(
@@ -323,6 +336,7 @@ pub async fn pipeline(
         settings.warmup_secs,
     )
     .await?;
+    let traffic = TrafficMeter::start(&nats.monitor_url, vec![("gateway", gateway.url())]).await;
     let meter = CpuMeter::start(&[
         ("gateway", gateway.proc.pid()),
         ("nats-server", nats.proc.pid()),
@@ -336,12 +350,15 @@ pub async fn pipeline(
     )
     .await
     .context("submissions alone")?;
+    let cpu = meter.stop();
     let submit = SubmitOnly {
         clients: settings.pipeline_clients,
         latency: Summary::of(&outcome.latencies),
         per_sec: round3(outcome.per_sec),
         errors: outcome.errors,
-        cpu: meter.stop(),
+        cpu,
+        traffic: Some(traffic.stop().await),
+        requests: outcome.latencies.len() as u64 + outcome.errors,
     };
     println!(
         "  e. submissions alone: {:.1}/s, p50 {:.2} ms",
@@ -360,4 +377,10 @@ pub struct SubmitOnly {
     pub per_sec: f64,
     pub errors: u64,
     pub cpu: CpuSplit,
+    /// What the gateway exchanged with nats-server meanwhile.
+    #[serde(default)]
+    pub traffic: Option<NatsTraffic>,
+    /// Requests answered (or failed) while `cpu` and `traffic` were measured.
+    #[serde(default)]
+    pub requests: u64,
 }

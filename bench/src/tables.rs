@@ -64,14 +64,20 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(
             w,
             "\n### a. Floor: ONNX Runtime in the benchmark's process, no service running\n\n\
-             | model | intra-op threads | batch | p50 ms | p99 ms | images/s |\n|---|---|---|---|---|---|"
+             | model | instances x intra-op threads | batch | p50 ms | p99 ms | images/s |\n|---|---|---|---|---|---|"
         );
         for f in &floor.inference {
             let conf = if f.configured { " (config.toml)" } else { "" };
             let _ = writeln!(
                 w,
-                "| {} | {}{conf} | {} | {:.2} | {:.2} | {:.1} |",
-                f.model, f.threads, f.batch, f.latency.p50_ms, f.latency.p99_ms, f.images_per_sec
+                "| {} | {} x {}{conf} | {} | {:.2} | {:.2} | {:.1} |",
+                f.model,
+                f.instances,
+                f.threads,
+                f.batch,
+                f.latency.p50_ms,
+                f.latency.p99_ms,
+                f.images_per_sec
             );
         }
         let _ = writeln!(
@@ -167,21 +173,22 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(
             w,
             "\n### d. `/predict` (chelsea) with the slow queue saturated, against idle\n\n\
-             | how the cores are shared | concurrency | idle p50 ms | idle p99 ms | saturated p50 ms | saturated p99 ms | p99 ratio | <= 2x | slow jobs/s meanwhile |\n\
-             |---|---|---|---|---|---|---|---|---|"
+             | how the cores are shared | clients | idle req/s | idle p99 ms | saturated req/s | saturated p99 ms | throughput ratio | p99 ratio | >= 0.9x and <= 2x | slow jobs/s meanwhile |\n\
+             |---|---|---|---|---|---|---|---|---|---|"
         );
         for i in &r.isolation {
-            let ratio = i.busy.latency.p99_ms / i.idle.latency.p99_ms;
             let _ = writeln!(
                 w,
-                "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {ratio:.2} | {} | {:.1} |",
+                "| {} | {} | {:.1} | {:.2} | {:.1} | {:.2} | {:.2} | {:.2} | {} | {:.1} |",
                 i.variant,
                 i.concurrency,
-                i.idle.latency.p50_ms,
+                i.idle.requests_per_sec,
                 i.idle.latency.p99_ms,
-                i.busy.latency.p50_ms,
+                i.busy.requests_per_sec,
                 i.busy.latency.p99_ms,
-                met(Some(ratio <= 2.0)),
+                i.throughput_ratio(),
+                i.p99_ratio(),
+                met(Some(i.met())),
                 i.slow_jobs_per_sec
             );
         }
@@ -231,6 +238,7 @@ pub fn markdown(r: &Results) -> String {
                 cores * 1000.0 / per_job
             );
         }
+        crate::traffic::cost_table(w, p, r.submit_only.as_ref());
     }
 
     if let Some(f) = &r.fanout {
@@ -256,6 +264,9 @@ pub fn markdown(r: &Results) -> String {
     }
     if let Some(g) = &r.escalation {
         escalation(w, g);
+    }
+    if let Some(s) = &r.soak {
+        crate::soak::table(w, s);
     }
     md
 }

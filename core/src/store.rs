@@ -2,7 +2,10 @@
 //!
 //! Gateway and workers both change records (fast result, running, results, cancel). Every change
 //! is a read-modify-write on the key's revision, retried on conflict, so no writer silently
-//! overwrites another's change and a redelivered job cannot replace a final result.
+//! overwrites another's change and a redelivered job cannot replace a final result. A writer
+//! that holds a version already (the one it wrote last, or one its watcher saw) starts from it
+//! and skips the read; when another writer was first, the compare-and-set is refused
+//! (`tandem_job_store_conflicts_total`) and the change is applied again to a fresh read.
 
 use std::sync::Arc;
 
@@ -80,8 +83,10 @@ impl JobStore {
     }
 
     fn encode(record: &JobRecord) -> Bytes {
-        // Serialising a plain struct of strings and numbers cannot fail.
-        Bytes::from(serde_json::to_vec_pretty(record).unwrap_or_default())
+        // Compact, not pretty: every version is stored, sent to each gateway's watcher and read
+        // back, and indentation made each one a third bigger (`nats kv get ... | jq` shows it
+        // laid out). Serialising a plain struct of strings and numbers cannot fail.
+        Bytes::from(serde_json::to_vec(record).unwrap_or_default())
     }
 
     /// Stores a new record; returns it as stored, or `Ok(None)` if one already exists under
@@ -158,7 +163,11 @@ impl JobStore {
                     current.revision = revision;
                     return Ok(Some(current));
                 }
-                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                    // Another writer was first: read its version and apply `change` to that.
+                    metrics::counter!("tandem_job_store_conflicts_total").increment(1);
+                    continue;
+                }
                 Err(e) => return Err(unavailable(e)),
             }
         }
@@ -171,10 +180,23 @@ impl JobStore {
         &self,
         id: JobId,
         fresh: impl Fn() -> JobRecord,
+        change: impl FnMut(&mut JobRecord) -> bool,
+    ) -> Result<Versioned, StoreError> {
+        self.update_or_create_from(id, None, fresh, change).await
+    }
+
+    /// [`update_or_create`](Self::update_or_create), starting from `known` as
+    /// [`update_from`](Self::update_from) does: one round trip while `known` is the newest
+    /// version; a conflict re-reads and applies `change` again, so no writer's change is lost.
+    pub async fn update_or_create_from(
+        &self,
+        id: JobId,
+        mut known: Option<Versioned>,
+        fresh: impl Fn() -> JobRecord,
         mut change: impl FnMut(&mut JobRecord) -> bool,
     ) -> Result<Versioned, StoreError> {
         loop {
-            if let Some(stored) = self.update(id, &mut change).await? {
+            if let Some(stored) = self.update_from(id, known.take(), &mut change).await? {
                 return Ok(stored);
             }
             let mut record = fresh();

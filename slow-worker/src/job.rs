@@ -17,7 +17,7 @@ use tandem_core::{
     model_client::{ClassifyError, ModelClient},
     result_cache::ResultCache,
     slow_job::SlowJob,
-    store::JobStore,
+    store::{JobStore, Versioned},
     telemetry,
 };
 use tracing::Instrument as _;
@@ -134,9 +134,9 @@ async fn run_delivery(ctx: &JobContext, msg: &Message, delivered: i64) -> Outcom
             marking.await
         }
     };
-    match runs {
-        Ok(None) => {}
-        Ok(Some(settled)) => {
+    let marked = match runs {
+        Ok(Marked::Running(marked)) => marked,
+        Ok(Marked::Settled(settled)) => {
             // Final already (a redelivery, or cancelled): its webhook events may not have been
             // emitted yet (the writer died first); emitted twice, they are stored once.
             if !tandem_core::webhook::emit_logged(&ctx.js, &settled).await {
@@ -152,13 +152,14 @@ async fn run_delivery(ctx: &JobContext, msg: &Message, delivered: i64) -> Outcom
             ack(msg, AckKind::Nak(Some(ctx.config.retry_delay(delivered)))).await;
             return Outcome::Retrying;
         }
-    }
+    };
     let result = match early {
         Some(result) => result,
         None => inference.await,
     };
     match result {
-        Ok(prediction) => finish(ctx, msg, &job, prediction, delivered).await,
+        // Boxed: the write holds the marked version and the store's retry loop (kilobytes).
+        Ok(prediction) => Box::pin(finish(ctx, msg, &job, prediction, delivered, marked)).await,
         Err(e) => on_model_error(ctx, msg, &job, &e, delivered).await,
     }
 }
@@ -224,14 +225,24 @@ async fn on_model_error(
     Outcome::Failed
 }
 
-/// Marks the job `running` and counts the attempt; `Ok(Some(record))` when it must not run
-/// (final already, cancelled, or past its deadline: then it ends `expired`). A job without a
-/// record (published by something other than the gateway, or expired) gets one, so that its
-/// outcome is visible.
+/// What marking a job `running` found.
+enum Marked {
+    /// Marked: the record as stored, whose revision the result is written from.
+    Running(Versioned),
+    /// It must not run: final already, cancelled, or past its deadline (now `expired`).
+    Settled(JobRecord),
+}
+
+/// Marks the job `running` and counts the attempt. A job without a record (published by
+/// something other than the gateway, or expired) gets one, so that its outcome is visible.
+///
+/// This is the one read of the job's record a worker makes: the record's revision is not in the
+/// message (the gateway creates the record while the job is being published), and the read is
+/// what sees a cancel or a final state before the model runs.
 async fn mark_running(
     ctx: &JobContext,
     job: &SlowJob,
-) -> Result<Option<JobRecord>, tandem_core::store::StoreError> {
+) -> Result<Marked, tandem_core::store::StoreError> {
     let stored = ctx
         .store
         .update_or_create(
@@ -253,7 +264,11 @@ async fn mark_running(
             },
         )
         .await?;
-    Ok((stored.record.status != JobStatus::Running).then_some(stored.record))
+    Ok(if stored.record.status == JobStatus::Running {
+        Marked::Running(stored)
+    } else {
+        Marked::Settled(stored.record)
+    })
 }
 
 /// Calls the slow model, telling JetStream the job is alive while it runs.
@@ -273,17 +288,25 @@ pub(crate) async fn run_model(
 
 /// Stores the slow answer (creating the record if it vanished while the model ran: a result
 /// stored nowhere must not be acknowledged), then acknowledges the message.
+///
+/// The write is a compare-and-set on `marked`, the version this worker wrote: no read first.
+/// Another writer since (the gateway's fast answer, a cancel, a deadline) makes it fail; the
+/// store then re-reads and applies the result to that version, or keeps a final state.
 async fn finish(
     ctx: &JobContext,
     msg: &Message,
     job: &SlowJob,
     answer: Answer,
     delivered: i64,
+    marked: Versioned,
 ) -> Outcome {
     let Answer { prediction, cached } = answer;
+    // Only the first try starts from `marked`: a retried write may have landed already.
+    let mut known = Some(marked);
     let written = patiently(ctx, msg, || {
-        ctx.store.update_or_create(
+        ctx.store.update_or_create_from(
             job.id,
+            known.take(),
             || {
                 tracing::warn!("job record was gone; result stored as a new record");
                 let mut record = JobRecord::queued(job.id, job.submitted_at);
@@ -320,10 +343,11 @@ async fn finish(
             if !cached {
                 crate::cached::remember(ctx, job, &stored.record).await;
             }
-            // Double ack: the server confirms, so a lost ack cannot look like success.
-            if let Err(e) = msg.double_ack().await {
-                tracing::warn!(error = %e, "ack not confirmed; a redelivery will be skipped");
-            }
+            // The result is stored (JetStream acknowledged its write), so the ack need not wait
+            // for the server's confirmation (a round trip, and a subscription per job): an ack
+            // that is lost only redelivers a job whose record is final, which the next worker
+            // acknowledges without running it again (`Outcome::Skipped`).
+            ack(msg, AckKind::Ack).await;
             forget_image(ctx, job).await;
             tracing::info!(label = %prediction.label, ms = prediction.inference_ms, "job succeeded");
             Outcome::Succeeded

@@ -23,6 +23,7 @@ mod escalation;
 mod fast_path;
 mod fuzz_regressions;
 mod hostile;
+mod job_store;
 mod model_server;
 mod nats_auth;
 mod observability;
