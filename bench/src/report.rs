@@ -120,6 +120,21 @@ impl Results {
             }),
         ));
 
+        let big = self.point("12mp", 1).zip(self.point("chelsea", 1));
+        targets.push(target(
+            "12-megapixel photo: /predict p50 at concurrency 1 <= 3 x chelsea's",
+            big.map(|(big, chelsea)| {
+                let ratio = big.latency.p50_ms / chelsea.latency.p50_ms;
+                (
+                    format!(
+                        "{:.2} ms = {ratio:.2} x {:.2} ms",
+                        big.latency.p50_ms, chelsea.latency.p50_ms
+                    ),
+                    ratio <= 3.0,
+                )
+            }),
+        ));
+
         let shipped = self.isolation.first().map(|i| i.variant.clone());
         for i in self
             .isolation
