@@ -180,10 +180,26 @@ where
     for _ in 0..5 {
         call().await?;
     }
+    from_callers(secs, callers, 20, call).await
+}
+
+/// Runs `call` from `callers` loops at once until `secs` have passed and each loop has run
+/// at least `min_runs` times; milliseconds of each run, and the seconds it all took.
+pub async fn from_callers<F, Fut, T, E>(
+    secs: f64,
+    callers: usize,
+    min_runs: usize,
+    call: F,
+) -> anyhow::Result<(Vec<f64>, f64)>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
     let started = Instant::now();
     let caller = async || {
         let mut latencies = Vec::new();
-        while latencies.len() < 20 || started.elapsed() < Duration::from_secs_f64(secs) {
+        while latencies.len() < min_runs || started.elapsed() < Duration::from_secs_f64(secs) {
             let t = Instant::now();
             call().await?;
             latencies.push(ms_since(t));

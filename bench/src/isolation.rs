@@ -136,34 +136,28 @@ async fn one_concurrency(
     concurrency: usize,
 ) -> anyhow::Result<Isolation> {
     let variant = sharing.label;
+    let point = async |others: &[(&str, u32)]| {
+        let secs = settings.secs;
+        measure_point(
+            settings,
+            gateway,
+            server,
+            others,
+            chelsea,
+            variant,
+            concurrency,
+            secs,
+        )
+        .await
+    };
     let mut others = vec![("nats-server", nats.proc.pid())];
-    let idle = measure_point(
-        settings,
-        gateway,
-        server,
-        &others,
-        chelsea,
-        variant,
-        concurrency,
-        settings.secs,
-    )
-    .await?;
+    let idle = point(&others).await?;
     let worker = Worker::start(env, nats, &server.url, SLOW, settings.worker_concurrency).await?;
     others.push(("slow-worker", worker.proc.pid()));
     let done = || scrape(&worker.ops_url, "tandem_worker_jobs_total", "succeeded");
     let before = done().await?;
     let started = std::time::Instant::now();
-    let busy = measure_point(
-        settings,
-        gateway,
-        server,
-        &others,
-        chelsea,
-        variant,
-        concurrency,
-        settings.secs,
-    )
-    .await?;
+    let busy = point(&others).await?;
     let slow_jobs = done().await? - before;
     let result = Isolation {
         variant: variant.to_owned(),

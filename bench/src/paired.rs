@@ -86,25 +86,13 @@ async fn floor_burst(
     callers: usize,
     secs: f64,
 ) -> anyhow::Result<Side> {
-    let started = Instant::now();
-    let caller = async || {
-        let mut side = Side::default();
-        while started.elapsed() < Duration::from_secs_f64(secs) {
-            let t = Instant::now();
-            runner.infer(input.to_vec(), batch).await?;
-            side.samples.push(ms_since(t));
-            side.units += batch as f64;
-        }
-        anyhow::Ok(side)
-    };
-    let sides = futures::future::try_join_all((0..callers.max(1)).map(|_| caller())).await?;
-    let mut all = Side::default();
-    for side in sides {
-        all.samples.extend(side.samples);
-        all.units += side.units;
-    }
-    all.secs = started.elapsed().as_secs_f64();
-    Ok(all)
+    let (samples, secs) =
+        floor::from_callers(secs, callers, 0, || runner.infer(input.to_vec(), batch)).await?;
+    Ok(Side {
+        units: (samples.len() * batch) as f64,
+        samples,
+        secs,
+    })
 }
 
 fn paired(what: &str, floor_side: String, service_side: String, f: &Side, s: &Side) -> Paired {
