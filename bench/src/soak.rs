@@ -118,12 +118,19 @@ impl Soak {
 }
 
 /// The first sample after the warm-up: `jobs` done or `secs` passed, whichever comes first (a
-/// soak cut short by its time bound still gets a baseline).
-pub fn warmup_end(samples: &[Sample], jobs: usize, secs: f64) -> Option<usize> {
+/// soak cut short by its time bound still gets a baseline), and no earlier than `settle_secs`
+/// if the soak lasts that long: before it, what nats-server keeps by design is still growing.
+pub fn warmup_end(samples: &[Sample], jobs: usize, secs: f64, settle_secs: f64) -> Option<usize> {
+    let warm = |s: &&Sample| s.completed >= jobs || s.t_secs >= secs;
     samples
         .iter()
-        .position(|s| s.completed >= jobs || s.t_secs >= secs)
+        .position(|s| warm(&s) && s.t_secs >= settle_secs)
+        .or_else(|| samples.iter().position(|s| warm(&s)))
 }
+
+/// When the soak's records and message IDs reach their steady state: each is kept
+/// [`SOAK_JOB_TTL_SECS`], and nats-server expires them in passes; twice that, to be sure.
+pub const SOAK_SETTLE_SECS: f64 = 2.0 * SOAK_JOB_TTL_SECS as f64;
 
 /// RSS at the sample `baseline`, at the end and at its peak, of each process in `samples`.
 pub fn rss_table(samples: &[Sample], baseline: Option<usize>) -> Vec<ProcessRss> {
@@ -289,7 +296,12 @@ async fn load(settings: &Settings, gateway: &Gateway, photo: &Photo, pids: &[(&s
     samples.push(sample(&tally, pids, started.elapsed().as_secs_f64()));
     let share = settings.soak_warmup_share;
     let warmup_jobs = (settings.soak_jobs as f64 * share).round() as usize;
-    let baseline = warmup_end(&samples, warmup_jobs, settings.soak_secs * share);
+    let baseline = warmup_end(
+        &samples,
+        warmup_jobs,
+        settings.soak_secs * share,
+        SOAK_SETTLE_SECS,
+    );
     let completed = tally.completed.load(Ordering::Relaxed);
     let latency = Summary::of(&tally.all.lock().expect("tally lock"));
     Soak {
@@ -314,7 +326,8 @@ async fn load(settings: &Settings, gateway: &Gateway, photo: &Photo, pids: &[(&s
     }
 }
 
-/// How long the soak's job records (and images) are kept, seconds.
+/// How long the soak's job records (and images) are kept, and how long nats-server remembers
+/// each job's message ID to drop a re-published duplicate, seconds.
 pub const SOAK_JOB_TTL_SECS: u64 = 15;
 
 /// Row s: nats-server, a gateway and a worker with the null model on both paths, the shared
@@ -326,10 +339,17 @@ pub async fn soak(
     tiny: &Photo,
 ) -> anyhow::Result<Soak> {
     let nats = Nats::start(env).await?;
-    // Records kept for SOAK_JOB_TTL, not a day: what nats-server holds then reaches a steady
-    // state within the warm-up, and growth after it is what the processes leak, not what the
-    // bucket keeps by design (about 0.7 KB per job).
-    let ttl = [("TANDEM_JOB_TTL_SECS", SOAK_JOB_TTL_SECS.to_string())];
+    // Records kept, and message IDs remembered, for SOAK_JOB_TTL, not a day and 2 minutes:
+    // what nats-server holds by design (about 0.7 KB per record, an ID and its time per job in
+    // the duplicate window) then reaches a steady state within the warm-up, and growth after
+    // it is what the processes leak.
+    let ttl = [
+        ("TANDEM_JOB_TTL_SECS", SOAK_JOB_TTL_SECS.to_string()),
+        (
+            "TANDEM_DUPLICATE_WINDOW_SECS",
+            SOAK_JOB_TTL_SECS.to_string(),
+        ),
+    ];
     let gateway = Gateway::start_with(env, &nats, &model_server.url, "null", &ttl).await?;
     let worker = Worker::start_with(
         env,
@@ -376,7 +396,8 @@ pub fn table(w: &mut String, s: &Soak) {
         w,
         "\n### s. Soak: the null model on both paths, {} clients, {} jobs planned (at most {:.0} s)\n\n\
          RSS sampled every {:.1} s; the baseline is the first sample after the warm-up, {:.0} % of \
-         the jobs ({}) or of the time bound, whichever comes first: at {:.1} s. \
+         the jobs ({}) or of the time bound, whichever comes first, and not before {SOAK_SETTLE_SECS:.0} s \
+         (twice the {SOAK_JOB_TTL_SECS} s the records and message IDs are kept): at {:.1} s. \
          Chart: `soak.png`.\n\n\
          | jobs completed | failures | seconds | jobs/s | p50 ms | p99 ms | max ms | queue drained | drain s |\n\
          |---|---|---|---|---|---|---|---|---|\n\

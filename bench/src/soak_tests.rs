@@ -18,7 +18,7 @@ fn growth_is_from_the_first_sample_after_the_warm_up_to_the_last() {
         at(500, &[("gateway", 30.0), ("nats", 55.0)]),
         at(1000, &[("gateway", 21.0), ("nats", 66.0)]),
     ];
-    let table = rss_table(&samples, warmup_end(&samples, 100, 60.0));
+    let table = rss_table(&samples, warmup_end(&samples, 100, 60.0, 0.0));
     let gateway = &table[0];
     assert_eq!(gateway.name, "gateway");
     assert_eq!(
@@ -29,7 +29,7 @@ fn growth_is_from_the_first_sample_after_the_warm_up_to_the_last() {
     assert_eq!(table[1].growth, Some(0.1));
     // A warm-up that never ended, and a process gone by the end, have no growth.
     assert!(
-        rss_table(&samples, warmup_end(&samples, 5000, 60.0))
+        rss_table(&samples, warmup_end(&samples, 5000, 60.0, 0.0))
             .iter()
             .all(|p| p.growth.is_none())
     );
@@ -46,9 +46,12 @@ fn growth_is_from_the_first_sample_after_the_warm_up_to_the_last() {
             ..at(20, &[])
         },
     ];
-    assert_eq!(warmup_end(&timed, 1000, 15.0), Some(1));
-    assert_eq!(warmup_end(&timed, 10, 15.0), Some(0));
-    assert_eq!(warmup_end(&timed, 1000, 60.0), None);
+    assert_eq!(warmup_end(&timed, 1000, 15.0, 0.0), Some(1));
+    assert_eq!(warmup_end(&timed, 10, 15.0, 0.0), Some(0));
+    assert_eq!(warmup_end(&timed, 1000, 60.0, 0.0), None);
+    // Not before the settling time, unless the soak ends first.
+    assert_eq!(warmup_end(&timed, 10, 15.0, 10.0), Some(1));
+    assert_eq!(warmup_end(&timed, 10, 15.0, 90.0), Some(0));
 }
 
 #[test]
@@ -60,7 +63,7 @@ fn a_soak_passes_on_small_growth_no_failure_and_a_drained_queue() {
     let good = Soak {
         completed: 1000,
         drained: true,
-        processes: rss_table(&samples, warmup_end(&samples, 100, 60.0)),
+        processes: rss_table(&samples, warmup_end(&samples, 100, 60.0, 0.0)),
         ..Soak::default()
     };
     assert!(good.passed());

@@ -7,7 +7,7 @@
 //! gateway's HTTP layer, `tandem_worker_*`, `tandem_model_*`, `tandem_queue_*`,
 //! `tandem_sse_*`); in one process, each `/metrics` shows every series of that process.
 
-use std::sync::OnceLock;
+use std::{sync::OnceLock, time::Duration};
 
 use axum::{http::header, response::IntoResponse};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -37,6 +37,7 @@ pub fn init() -> &'static PrometheusHandle {
         match builder().install_recorder() {
             Ok(handle) => {
                 describe();
+                spawn_upkeep(handle.clone());
                 handle
             }
             Err(e) => {
@@ -45,6 +46,27 @@ pub fn init() -> &'static PrometheusHandle {
             }
         }
     })
+}
+
+/// How often histogram samples are folded into their buckets when nothing scrapes.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Folds histogram samples into their buckets every [`UPKEEP_INTERVAL`], on a thread of its
+/// own (`init` may run outside any runtime). The recorder keeps each sample until upkeep runs,
+/// which `install_recorder` leaves to us: with no scraper, each job's few samples (about 30
+/// bytes) would be kept for ever, memory growing without bound (the soak, row s, found it).
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_INTERVAL);
+                handle.run_upkeep();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "metrics upkeep not started: histograms drain on scrape only");
+    }
 }
 
 /// The Prometheus text exposition of every series of this process.
@@ -202,4 +224,32 @@ pub fn record_agreement(fast: &crate::job::Prediction, slow: &crate::job::Predic
         "false"
     };
     metrics::counter!("tandem_fast_slow_agreement_total", "agree" => agree).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    /// Without a scraper the recorder keeps every histogram sample until upkeep runs, so
+    /// `init` must start the thread that runs it.
+    #[test]
+    fn init_starts_the_histogram_upkeep_thread() {
+        super::init();
+        let thread_names = || -> Vec<String> {
+            let tasks = std::fs::read_dir("/proc/self/task").expect("Linux /proc");
+            tasks
+                .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+                .map(|name| name.trim().to_owned())
+                .collect()
+        };
+        // The new thread names itself once it runs: poll for it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut names = thread_names();
+        while !names.iter().any(|name| name == "metrics-upkeep") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no metrics-upkeep thread: {names:?}"
+            );
+            std::thread::yield_now();
+            names = thread_names();
+        }
+    }
 }

@@ -96,25 +96,25 @@ fn a_zero_budget_turns_it_off() {
 
 #[test]
 fn a_model_never_gets_a_smaller_decode_than_it_needs() {
-    // 256 x 200: the centre square is 200, 25 at 1/8 (enough for 16), 50 at 1/4 (for 30).
+    // 256 x 200: the centre square is 200, 25 at 1/8 (twice 12), 50 at 1/4 (twice 25).
     let image = RgbImage::from_fn(256, 200, |x, y| image::Rgb([x as u8, y as u8, 90]));
     let mut out = std::io::Cursor::new(Vec::new());
     image.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
     let jpeg = Bytes::from(out.into_inner());
     let cache = DecodeCache::new(1 << 20);
 
-    let small = cache.decode(&jpeg, 0, 100_000, &need(16)).unwrap();
+    let small = cache.decode(&jpeg, 0, 100_000, &need(12)).unwrap();
     assert_eq!(small.dimensions(), (32, 25), "1/8");
-    let large = cache.decode(&jpeg, 0, 100_000, &need(30)).unwrap();
+    let large = cache.decode(&jpeg, 0, 100_000, &need(20)).unwrap();
     assert_eq!(large.dimensions(), (64, 50), "1/4, not the 1/8 decode");
     assert!(!Arc::ptr_eq(&small, &large));
     // Each scale is kept and shared with the next model of the same need...
-    let again = cache.decode(&jpeg, 1, 100_000, &need(20)).unwrap();
-    assert!(Arc::ptr_eq(&small, &again), "20 is covered at 1/8 too");
-    let again = cache.decode(&jpeg, 1, 100_000, &need(30)).unwrap();
+    let again = cache.decode(&jpeg, 1, 100_000, &need(10)).unwrap();
+    assert!(Arc::ptr_eq(&small, &again), "10 is covered at 1/8 too");
+    let again = cache.decode(&jpeg, 1, 100_000, &need(25)).unwrap();
     assert!(Arc::ptr_eq(&large, &again));
     // ... and a need no scale covers gets every pixel.
-    let full = cache.decode(&jpeg, 0, 100_000, &need(150)).unwrap();
+    let full = cache.decode(&jpeg, 0, 100_000, &need(101)).unwrap();
     assert_eq!(full.dimensions(), (256, 200));
     assert_eq!(cache.inner.lock().unwrap().entries.len(), 3);
 }

@@ -198,14 +198,16 @@ fn big_jpeg(width: u32, height: u32) -> Vec<u8> {
 fn the_scale_is_the_smallest_that_covers_the_crop() {
     use crate::preprocess::Crop;
     let jpeg = big_jpeg(4000, 3000);
-    // Centre square 3000: 375 at 1/8.
-    assert_eq!(scale_for(&jpeg, &need(224, Crop::Center)), Scale::new(8));
-    assert_eq!(scale_for(&jpeg, &need(260, Crop::Center)), Scale::new(8));
-    assert_eq!(scale_for(&jpeg, &need(400, Crop::Center)), Scale::new(4));
-    assert_eq!(scale_for(&jpeg, &need(1000, Crop::Center)), Scale::new(2));
-    assert_eq!(scale_for(&jpeg, &need(1600, Crop::Center)), Scale::FULL);
-    // Not cropped: the shorter side decides too (3000 / 8 = 375).
-    assert_eq!(scale_for(&jpeg, &need(380, Crop::None)), Scale::new(4));
+    // Centre square 3000: 375 at 1/8, 750 at 1/4, 1500 at 1/2; twice the input side is needed.
+    assert_eq!(scale_for(&jpeg, &need(187, Crop::Center)), Scale::new(8));
+    assert_eq!(scale_for(&jpeg, &need(224, Crop::Center)), Scale::new(4));
+    assert_eq!(scale_for(&jpeg, &need(260, Crop::Center)), Scale::new(4));
+    assert_eq!(scale_for(&jpeg, &need(400, Crop::Center)), Scale::new(2));
+    assert_eq!(scale_for(&jpeg, &need(750, Crop::Center)), Scale::new(2));
+    assert_eq!(scale_for(&jpeg, &need(751, Crop::Center)), Scale::FULL);
+    // Not cropped: the shorter side decides too (3000 / 4 = 750 < 2 x 380).
+    assert_eq!(scale_for(&jpeg, &need(375, Crop::None)), Scale::new(4));
+    assert_eq!(scale_for(&jpeg, &need(380, Crop::None)), Scale::new(2));
     // Other formats are never scaled.
     let png = encode(&sample(), ImageFormat::Png);
     assert_eq!(scale_for(&png, &need(1, Crop::Center)), Scale::FULL);
@@ -220,12 +222,12 @@ fn a_big_jpeg_is_decoded_at_a_reduced_scale_within_the_same_limits() {
     for side in [224, 260] {
         let need = need(side, Crop::Center);
         let image = decode_rgb8_for(&jpeg, 0, LIMIT, &need).unwrap();
-        assert_eq!(image.dimensions(), (500, 375), "1/8 for {side}");
-        assert!(image.width().min(image.height()) >= side);
+        assert_eq!(image.dimensions(), (1000, 750), "1/4 for {side}");
+        assert!(image.width().min(image.height()) >= 2 * side);
         // The same pixels as a full decode, shrunk: the centre is the cat's colours.
         let full = decode_rgb8(&jpeg, 0, LIMIT).unwrap();
         assert_eq!(full.dimensions(), (4000, 3000));
-        let (a, b) = (image.get_pixel(250, 187).0, full.get_pixel(2000, 1500).0);
+        let (a, b) = (image.get_pixel(500, 375).0, full.get_pixel(2000, 1500).0);
         assert!(
             a.iter().zip(b).all(|(x, y)| x.abs_diff(y) < 40),
             "{a:?} {b:?}"
@@ -263,26 +265,35 @@ fn a_truncated_big_jpeg_is_refused_as_truncated() {
 }
 
 #[test]
-fn every_jpeg_decoder_pixel_format_becomes_rgb8() {
-    use jpeg_decoder::PixelFormat;
-    let rgb = jpeg::to_rgb8(&[1, 2, 3, 4, 5, 6], PixelFormat::RGB24, 2, 1).unwrap();
-    assert_eq!(rgb.as_raw(), &[1, 2, 3, 4, 5, 6]);
-    let grey = jpeg::to_rgb8(&[7, 9], PixelFormat::L8, 1, 2).unwrap();
-    assert_eq!(grey.as_raw(), &[7, 7, 7, 9, 9, 9]);
-    let deep = jpeg::to_rgb8(&0xAB12_u16.to_ne_bytes(), PixelFormat::L16, 1, 1).unwrap();
-    assert_eq!(deep.as_raw(), &[0xAB; 3]);
-    // CMYK as jpeg-decoder gives it (ink amounts): all ink is black, none is white, full
-    // magenta is green-less.
-    let cmyk = [255, 255, 255, 255, 0, 0, 0, 0, 0, 255, 0, 0];
-    let cmyk = jpeg::to_rgb8(&cmyk, PixelFormat::CMYK32, 3, 1).unwrap();
-    assert_eq!(cmyk.as_raw(), &[0, 0, 0, 255, 255, 255, 255, 0, 255]);
-    assert!(
-        jpeg::to_rgb8(&[1, 2], PixelFormat::RGB24, 1, 1).is_none(),
-        "too short"
+fn grey_and_colour_jpegs_take_the_scaled_path_and_bad_headers_fall_back() {
+    let colour = big_jpeg(1600, 1200);
+    assert!(jpeg::decodes_scaled(&colour, Scale::new(8)));
+    let grey = DynamicImage::ImageRgb8(decode_rgb8(&colour, 0, LIMIT).unwrap()).to_luma8();
+    let grey = encode(&DynamicImage::ImageLuma8(grey), ImageFormat::Jpeg);
+    assert!(jpeg::decodes_scaled(&grey, Scale::new(4)));
+    let need = need(224, crate::preprocess::Crop::Center);
+    let image = decode_rgb8_for(&grey, 0, LIMIT, &need).unwrap();
+    assert_eq!(
+        image.dimensions(),
+        (800, 600),
+        "1/2: 1/4 would leave 300 < 2 x 224"
     );
+    let p = image.get_pixel(400, 300).0;
+    assert!(p[0] == p[1] && p[1] == p[2], "grey stays grey: {p:?}");
+    // libjpeg's fatal errors (here a frame header claiming 0 x 0) unwind inside the `mozjpeg`
+    // crate: they end as "not scaled", never as a panic out of the decoder.
+    let mut broken = colour.clone();
+    let sof = broken
+        .windows(2)
+        .position(|w| w == [0xFF, 0xC0])
+        .expect("a baseline frame header");
+    broken[sof + 5..sof + 9].fill(0);
+    assert!(!jpeg::decodes_scaled(&broken, Scale::new(8)));
+    assert_eq!(scale_for(&broken, &need), Scale::FULL);
+    assert!(decode_rgb8_for(&broken, 0, LIMIT, &need).is_err());
 }
 
-/// The 12-megapixel decode, full against scaled (1/8 for a 224 x 224 input): run with
+/// The 12-megapixel decode, full against scaled (1/4 for a 224 x 224 input): run with
 /// `cargo test -p tandem-model-server --lib -- --ignored --nocapture scaled_decode_time`.
 #[test]
 #[ignore = "a timing, not a check"]
@@ -303,7 +314,7 @@ fn scaled_decode_time() {
     let full = median(&|| drop(decode_rgb8(&jpeg, 0, LIMIT).unwrap()));
     let scaled = median(&|| drop(decode_rgb8_for(&jpeg, 0, LIMIT, &need).unwrap()));
     eprintln!(
-        "12 MP JPEG ({} bytes): full {full:?}, scaled (1/8) {scaled:?}, {:.1}x",
+        "12 MP JPEG ({} bytes): full {full:?}, scaled (1/4) {scaled:?}, {:.1}x",
         jpeg.len(),
         full.as_secs_f64() / scaled.as_secs_f64()
     );

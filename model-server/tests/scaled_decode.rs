@@ -118,6 +118,8 @@ async fn scaled_decoding_keeps_every_photos_label() {
         }
     }
     eprintln!("largest top-1 score change, scaled vs full decode: lite0 {moved:?} lite2");
+    // Measured 0.033 (Lite0) and 0.022 (Lite2), model-server/README.md; "slightly" is this.
+    assert!(moved.iter().all(|&m| m < 0.05), "scores moved by {moved:?}");
 }
 
 /// `jpeg` with an APP1 Exif segment right after SOI: a big-endian TIFF header and one IFD
