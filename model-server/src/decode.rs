@@ -56,8 +56,9 @@ impl Scale {
 }
 
 /// The scale to decode `bytes` at for `need`: the smallest whose result, after `need`'s crop,
-/// is still at least [`OVERSAMPLING`] times `need`'s input size per side. Reads only the JPEG's header; [`Scale::FULL`] for
-/// other formats and anything the header does not tell (the decode then reports the error).
+/// is still at least [`OVERSAMPLING`] times `need`'s input size per side. Reads only the JPEG's
+/// header; [`Scale::FULL`] for other formats and anything the header does not tell (the decode
+/// then reports the error).
 pub fn scale_for(bytes: &[u8], need: &Preprocess) -> Scale {
     jpeg::scale_for(bytes, need).unwrap_or(Scale::FULL)
 }

@@ -4,7 +4,7 @@
 //! (SIMD, bilinear convolution: antialiased when shrinking, as PIL's bilinear), and written
 //! straight into its slot of the batch's one `f32` buffer, scaled through a per-channel lookup
 //! table and laid out as NCHW or NHWC. Decoding is in `decode` (a JPEG at the smallest DCT
-//! scale that still covers [`Preprocess::region`] at the input size); both run on tokio's
+//! scale that still covers [`Preprocess::region`] at twice the input size); both run on tokio's
 //! blocking pool.
 
 use bytes::Bytes;
@@ -175,8 +175,8 @@ impl Preprocess {
         Ok(())
     }
 
-    /// Decodes image `index` of a request (a JPEG at the smallest scale that still covers the
-    /// model's input: `decode::scale_for`) and prepares its `image_len()` values.
+    /// Decodes image `index` of a request (a JPEG at the smallest scale that still covers twice
+    /// the model's input: `decode::scale_for`) and prepares its `image_len()` values.
     /// Blocking: run it on the blocking pool.
     pub fn prepare_encoded(
         &self,
