@@ -121,11 +121,11 @@ impl Soak {
 /// soak cut short by its time bound still gets a baseline), and no earlier than `settle_secs`
 /// if the soak lasts that long: before it, what nats-server keeps by design is still growing.
 pub fn warmup_end(samples: &[Sample], jobs: usize, secs: f64, settle_secs: f64) -> Option<usize> {
-    let warm = |s: &&Sample| s.completed >= jobs || s.t_secs >= secs;
+    let warm = |s: &Sample| s.completed >= jobs || s.t_secs >= secs;
     samples
         .iter()
-        .position(|s| warm(&s) && s.t_secs >= settle_secs)
-        .or_else(|| samples.iter().position(|s| warm(&s)))
+        .position(|s| warm(s) && s.t_secs >= settle_secs)
+        .or_else(|| samples.iter().position(warm))
 }
 
 /// When the soak's records and message IDs reach their steady state: each is kept
