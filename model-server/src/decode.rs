@@ -4,7 +4,9 @@
 //! first and its dimensions checked against the pixel limit *before* any pixel buffer is
 //! allocated, so a small file that claims to be 50000 x 50000 costs nothing. `image::Limits`
 //! bounds what the decoders themselves may allocate. The image crate's JPEG decoder fills a
-//! truncated file with grey rather than failing, so JPEGs are checked for their end marker.
+//! truncated file with grey rather than failing, so JPEGs are checked for their end marker,
+//! and a JPEG's scans are counted before any decoder runs (`markers`): each costs a pass over
+//! the whole image, so a few kilobytes of scans would cost seconds.
 //!
 //! The EXIF orientation (JPEG, WebP, TIFF) is applied before anything else sees the pixels, so
 //! the crop is taken from the image as it is meant to be displayed.
@@ -24,6 +26,10 @@ use image::{
 use crate::{error::ModelError, preprocess::Preprocess};
 
 mod jpeg;
+mod markers;
+
+pub use markers::MAX_SCANS;
+use markers::Refusal;
 
 /// The fraction of each dimension a JPEG is decoded at: 1/1, 1/2, 1/4 or 1/8.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -125,9 +131,15 @@ pub fn decode_rgb8_at(
         ));
     };
     if format == ImageFormat::Jpeg {
-        check_jpeg_complete(bytes).map_err(|reason| ModelError::Truncated {
-            index,
-            reason: reason.into(),
+        markers::check(bytes).map_err(|refusal| match refusal {
+            Refusal::Truncated(reason) => ModelError::Truncated {
+                index,
+                reason: reason.into(),
+            },
+            Refusal::TooManyScans => undecodable(format!(
+                "the JPEG has more than {MAX_SCANS} scans (progressive JPEGs have about 10); \
+                 the server decodes at most {MAX_SCANS}"
+            )),
         })?;
     }
     let mut limits = Limits::default();
@@ -187,49 +199,6 @@ fn classify(error: ImageError, index: usize, max_pixels: u64) -> ModelError {
             } else {
                 ModelError::Undecodable { index, reason }
             }
-        }
-    }
-}
-
-/// Walks the JPEG's marker segments to the first scan, then requires an end-of-image marker
-/// (`FF D9`) after it: entropy-coded data never contains one, so its absence means the file
-/// was cut short. Segments before the scan (EXIF thumbnails included) are skipped by length.
-pub fn check_jpeg_complete(bytes: &[u8]) -> Result<(), &'static str> {
-    const CUT: &str = "the JPEG ends before its end-of-image marker";
-    let mut pos = 2; // after SOI (FF D8), which format detection has seen
-    loop {
-        // Markers may be preceded by fill bytes (FF).
-        while bytes.get(pos) == Some(&0xFF) && bytes.get(pos + 1) == Some(&0xFF) {
-            pos += 1;
-        }
-        let (Some(&0xFF), Some(&marker)) = (bytes.get(pos), bytes.get(pos + 1)) else {
-            return Err(CUT);
-        };
-        pos += 2;
-        match marker {
-            0xD9 => return Err("the JPEG ends before its first scan"),
-            0x01 | 0xD0..=0xD7 => continue, // standalone markers
-            _ => {}
-        }
-        let (Some(&hi), Some(&lo)) = (bytes.get(pos), bytes.get(pos + 1)) else {
-            return Err(CUT);
-        };
-        let length = usize::from(u16::from_be_bytes([hi, lo]));
-        if length < 2 {
-            return Err("the JPEG has a corrupt segment length");
-        }
-        pos += length;
-        if pos > bytes.len() {
-            return Err(CUT);
-        }
-        if marker == 0xDA {
-            // Start of scan: the image data follows; look for the end marker, from the end,
-            // where it is (a forward scan read all of a 5 MB photo).
-            return if bytes[pos..].windows(2).rev().any(|w| w == [0xFF, 0xD9]) {
-                Ok(())
-            } else {
-                Err(CUT)
-            };
         }
     }
 }

@@ -147,22 +147,6 @@ fn the_pixel_limit_is_configurable() {
     );
 }
 
-#[test]
-fn jpeg_completeness_walks_segments() {
-    // SOI, APP0 (length 4), SOS (length 3), one data byte, EOI.
-    let complete = [
-        0xFF, 0xD8, 0xFF, 0xE0, 0, 4, 1, 2, 0xFF, 0xDA, 0, 3, 9, 0x55, 0xFF, 0xD9,
-    ];
-    assert_eq!(check_jpeg_complete(&complete), Ok(()));
-    assert!(check_jpeg_complete(&complete[..complete.len() - 1]).is_err());
-    // An EOI inside an APP segment (a thumbnail) does not count.
-    let thumbnail = [
-        0xFF, 0xD8, 0xFF, 0xE1, 0, 4, 0xFF, 0xD9, 0xFF, 0xDA, 0, 3, 9, 0x55,
-    ];
-    assert!(check_jpeg_complete(&thumbnail).is_err());
-    assert!(check_jpeg_complete(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 1]).is_err());
-}
-
 /// A model input of `side` x `side`, centre-cropped (or stretched, `crop: None`).
 fn need(side: u32, crop: crate::preprocess::Crop) -> Preprocess {
     Preprocess {
@@ -313,9 +297,58 @@ fn scaled_decode_time() {
     };
     let full = median(&|| drop(decode_rgb8(&jpeg, 0, LIMIT).unwrap()));
     let scaled = median(&|| drop(decode_rgb8_for(&jpeg, 0, LIMIT, &need).unwrap()));
+    let walk = median(&|| {
+        std::hint::black_box(markers::check(std::hint::black_box(&jpeg)).unwrap());
+    });
     eprintln!(
-        "12 MP JPEG ({} bytes): full {full:?}, scaled (1/4) {scaled:?}, {:.1}x",
+        "12 MP JPEG ({} bytes): full {full:?}, scaled (1/4) {scaled:?}, {:.1}x; marker walk {walk:?}",
         jpeg.len(),
         full.as_secs_f64() / scaled.as_secs_f64()
     );
+}
+
+/// A `width` x `height` progressive JPEG written by libjpeg-turbo (as the `mozjpeg` crate sets
+/// it up: its usual progressive script).
+fn progressive_jpeg(width: u32, height: u32) -> Vec<u8> {
+    let pixels = RgbImage::from_fn(width, height, |x, y| {
+        Rgb([(x * 3) as u8, (y * 5) as u8, 90])
+    });
+    let mut compress = mozjpeg::Compress::new(mozjpeg::ColorSpace::JCS_RGB);
+    compress.set_size(width as usize, height as usize);
+    compress.set_progressive_mode();
+    let mut started = compress.start_compress(Vec::new()).unwrap();
+    started.write_scanlines(pixels.as_raw()).unwrap();
+    started.finish().unwrap()
+}
+
+#[test]
+fn a_progressive_jpeg_decodes_and_one_with_too_many_scans_is_refused_before_decoding() {
+    let jpeg = progressive_jpeg(64, 48);
+    let scans = markers::check(&jpeg).unwrap();
+    assert!((2..=MAX_SCANS).contains(&scans), "{scans} scans");
+    let image = decode_rgb8(&jpeg, 0, 1 << 20).unwrap();
+    assert_eq!(image.dimensions(), (64, 48));
+
+    // The same file with its last scan repeated up to the limit still decodes; one more and
+    // it is refused, saying why.
+    let body = &jpeg[..jpeg.len() - 2]; // without EOI
+    let last_scan = &body[body.windows(2).rposition(|w| w == [0xFF, 0xDA]).unwrap()..];
+    let with_scans =
+        |total: usize| [body, &last_scan.repeat(total - scans), &[0xFF, 0xD9]].concat();
+    let at_limit = with_scans(MAX_SCANS);
+    assert_eq!(markers::check(&at_limit), Ok(MAX_SCANS));
+    assert_eq!(
+        decode_rgb8(&at_limit, 0, 1 << 20).unwrap().dimensions(),
+        (64, 48)
+    );
+    let over = with_scans(MAX_SCANS + 1);
+    match decode_rgb8(&over, 3, 1 << 20) {
+        Err(ModelError::Undecodable { index: 3, reason }) => {
+            assert!(
+                reason.contains(&format!("more than {MAX_SCANS} scans")),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
 }

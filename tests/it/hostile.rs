@@ -7,6 +7,7 @@
 //! | not an image (raw, JSON, multipart) | 422 `not_an_image` | `fast_path` (raw) |
 //! | truncated image: pixels cut / header cut | 422 `image_rejected` / `corrupt_image` | `fast_path` |
 //! | decompression bomb (header claims 2.5 G pixels) | 413 `image_too_large` | `fast_path` (raw) |
+//! | JPEG with more scans than decoders allow (a decoding-time bomb) | 422 `image_rejected` | |
 //! | body over the limit, announced or chunked, any format | 413 `body_too_large` | `fast_path` (raw) |
 //! | bad base64 | 400 `invalid_base64` | `fast_path` |
 //! | deeply nested JSON, huge JSON | 400 `invalid_json` (or skipped), 413 `body_too_large` | |
@@ -24,6 +25,7 @@ mod requests;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use tandem_model_server::decode::MAX_SCANS;
 
 use crate::support::{
     app::{AppOptions, TestApp, spawn_app_with},
@@ -142,6 +144,40 @@ async fn truncated_images_are_refused() {
         "corrupt_image",
     )
     .await;
+    assert_still_serves(&app).await;
+}
+
+/// `jpeg` with `count` more scans before its end marker: each a start-of-scan segment (one
+/// component, the AC band, successive approximation) and one byte of entropy-coded data.
+fn with_extra_scans(jpeg: &[u8], count: usize) -> Vec<u8> {
+    const SCAN: [u8; 11] = [0xFF, 0xDA, 0, 8, 1, 1, 0, 1, 63, 0x10, 0x00];
+    let (body, eoi) = jpeg.split_at(jpeg.len() - 2);
+    assert_eq!(eoi, [0xFF, 0xD9]);
+    [body, &SCAN.repeat(count), eoi].concat()
+}
+
+#[tokio::test]
+async fn a_jpeg_with_too_many_scans_is_refused_before_decoding() {
+    let app = app_with(&[]).await;
+    // chelsea.jpg has one scan: MAX_SCANS more are one over the limit.
+    let crafted = with_extra_scans(&photo("chelsea.jpg"), MAX_SCANS);
+    for request in [
+        post(&app).json(&json_image(&crafted)),
+        post(&app)
+            .header("content-type", "image/jpeg")
+            .body(crafted.clone()),
+    ] {
+        let body = refused(request, StatusCode::UNPROCESSABLE_ENTITY, "image_rejected").await;
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("more than {MAX_SCANS} scans")),
+            "{message}"
+        );
+        assert!(
+            body.get("job_id").is_none(),
+            "no job for a refused image: {body}"
+        );
+    }
     assert_still_serves(&app).await;
 }
 
