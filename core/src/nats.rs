@@ -175,7 +175,9 @@ pub fn jobs_stream_config(settings: &NatsSettings) -> stream::Config {
         max_bytes: settings.queue_max_bytes,
         // Full means full: refuse new jobs (429) rather than drop accepted ones.
         discard: stream::DiscardPolicy::New,
-        duplicate_window: settings.duplicate_window,
+        // A job id is published again only while its record lives (the gateway's publish
+        // retry, an `Idempotency-Key` retry): remembering it longer holds memory for nothing.
+        duplicate_window: settings.duplicate_window.min(settings.job_ttl),
         storage: stream::StorageType::File,
         num_replicas: settings.replicas,
         ..Default::default()

@@ -1,9 +1,11 @@
 //! NATS settings from the environment: credentials, TLS and servers, every problem reported
-//! together, no secret ever shown.
+//! together, no secret ever shown; the streams' limits derived from them.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
-use super::{NatsAuth, NatsSettings};
+use super::{
+    NatsAuth, NatsSettings, audits_stream_config, jobs_stream_config, webhooks_stream_config,
+};
 use crate::config::Env;
 
 const SEED: &str = "SUACSSL3UAHUDXKFSNVUZRF5UHPMWZ6BFDTJ7M6USDXIEDNPPQYYYCU3VY";
@@ -197,4 +199,21 @@ fn tls_is_required_once_a_tls_file_is_given_unless_said_otherwise() {
     ])
     .unwrap();
     assert!(client.tls.required);
+}
+
+#[test]
+fn no_stream_remembers_message_ids_longer_than_a_job_lives() {
+    let long = settings(&[]).unwrap();
+    assert_eq!(long.duplicate_window, Duration::from_secs(120));
+    let short = settings(&[("TANDEM_JOB_TTL_SECS", "15")]).unwrap();
+    for (settings, want) in [(&long, 120), (&short, 15)] {
+        for config in [
+            jobs_stream_config(settings),
+            webhooks_stream_config(settings),
+            audits_stream_config(settings),
+        ] {
+            let name = &config.name;
+            assert_eq!(config.duplicate_window, Duration::from_secs(want), "{name}");
+        }
+    }
 }
