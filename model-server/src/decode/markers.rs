@@ -4,7 +4,9 @@
 //! The walk reads the file as a decoder does: marker segments are skipped by their length (so
 //! an EXIF thumbnail's markers are not the image's), and after a scan its entropy-coded data is
 //! searched for the next marker, where every `FF` byte is followed by a stuffed `00` or is a
-//! restart marker. It ends at the image's end-of-image marker: what follows (a phone's motion
+//! restart marker. Before the first scan each marker must follow the previous segment (fill
+//! bytes aside), as the gateway's header reader requires: a decoder would skip stray bytes
+//! there, but an image the gateway refuses must not be one the model server accepts. It ends at the image's end-of-image marker: what follows (a phone's motion
 //! photo video, a gain map) is not the image and is not read.
 
 /// The most scans a JPEG may have. A progressive JPEG is refined scan by scan, each a pass
@@ -33,7 +35,14 @@ pub fn check(bytes: &[u8]) -> Result<usize, Refusal> {
     let mut pos = 2; // after SOI (FF D8)
     let mut scans = 0;
     loop {
-        let at = next_marker(bytes, pos).ok_or(Refusal::Truncated(CUT))?;
+        // Up to the first scan, the header: each marker right after the segment before it,
+        // as the gateway's header reader (and its size check) requires.
+        let at = if scans == 0 {
+            marker_at(bytes, pos)
+        } else {
+            next_marker(bytes, pos)
+        };
+        let at = at.ok_or(Refusal::Truncated(CUT))?;
         let marker = bytes[at + 1];
         pos = at + 2;
         match marker {
@@ -62,6 +71,15 @@ pub fn check(bytes: &[u8]) -> Result<usize, Refusal> {
             }
         }
     }
+}
+
+/// The position of the marker at `from`, after any fill bytes (`FF`) before it.
+fn marker_at(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    while bytes.get(at) == Some(&0xFF) && bytes.get(at + 1) == Some(&0xFF) {
+        at += 1;
+    }
+    (bytes.get(at) == Some(&0xFF) && at + 1 < bytes.len()).then_some(at)
 }
 
 /// The position of the next marker at or after `from`: an `FF` followed by anything but a
@@ -129,6 +147,19 @@ mod tests {
         let many_sos_in_a_comment = [&[0xFF, 0xFE, 0x02, 0x02][..], &[0xFF, 0xDA].repeat(256)];
         let comment = many_sos_in_a_comment.concat();
         assert_eq!(check(&jpeg(&[&SOI, &comment, &SCAN, &EOI])), Ok(1));
+    }
+
+    #[test]
+    fn stray_bytes_are_refused_in_the_header_and_skipped_after_a_scan() {
+        let app0: &[u8] = &[0xFF, 0xE0, 0, 4, 1, 2];
+        let stray: &[u8] = &[0x4D, 0x01, 0x00];
+        let fill: &[u8] = &[0xFF, 0xFF];
+        assert_eq!(
+            check(&jpeg(&[&SOI, app0, stray, &SCAN, &EOI])),
+            Err(Refusal::Truncated(CUT))
+        );
+        assert_eq!(check(&jpeg(&[&SOI, app0, fill, &SCAN, &EOI])), Ok(1));
+        assert_eq!(check(&jpeg(&[&SOI, app0, &SCAN, stray, &EOI])), Ok(1));
     }
 
     #[test]
