@@ -136,6 +136,9 @@ pub fn decode_rgb8_at(
                 index,
                 reason: reason.into(),
             },
+            Refusal::StrayBytes => {
+                undecodable("the JPEG header has stray bytes where a marker must be".into())
+            }
             Refusal::TooManyScans => undecodable(format!(
                 "the JPEG has more than {MAX_SCANS} scans (progressive JPEGs have about 10); \
                  the server decodes at most {MAX_SCANS}"

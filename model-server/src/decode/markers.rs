@@ -4,9 +4,8 @@
 //! The walk reads the file as a decoder does: marker segments are skipped by their length (so
 //! an EXIF thumbnail's markers are not the image's), and after a scan its entropy-coded data is
 //! searched for the next marker, where every `FF` byte is followed by a stuffed `00` or is a
-//! restart marker. Before the first scan each marker must follow the previous segment (fill
-//! bytes aside), as the gateway's header reader requires: a decoder would skip stray bytes
-//! there, but an image the gateway refuses must not be one the model server accepts. It ends at the image's end-of-image marker: what follows (a phone's motion
+//! restart marker. Before the first scan each marker must follow the previous segment, with
+//! no stray or fill bytes between them, as the gateway's header reader requires. It ends at the image's end-of-image marker: what follows (a phone's motion
 //! photo video, a gain map) is not the image and is not read.
 
 /// The most scans a JPEG may have. A progressive JPEG is refined scan by scan, each a pass
@@ -23,6 +22,8 @@ pub const MAX_SCANS: usize = 100;
 pub enum Refusal {
     /// The file ends, or a segment's length points, before the end-of-image marker.
     Truncated(&'static str),
+    /// Bytes other than a marker where the header's next marker must be.
+    StrayBytes,
     /// More than [`MAX_SCANS`] scans before the end of the image.
     TooManyScans,
 }
@@ -35,14 +36,11 @@ pub fn check(bytes: &[u8]) -> Result<usize, Refusal> {
     let mut pos = 2; // after SOI (FF D8)
     let mut scans = 0;
     loop {
-        // Up to the first scan, the header: each marker right after the segment before it,
-        // as the gateway's header reader (and its size check) requires.
         let at = if scans == 0 {
-            marker_at(bytes, pos)
+            header_marker_at(bytes, pos)?
         } else {
-            next_marker(bytes, pos)
+            next_marker(bytes, pos).ok_or(Refusal::Truncated(CUT))?
         };
-        let at = at.ok_or(Refusal::Truncated(CUT))?;
         let marker = bytes[at + 1];
         pos = at + 2;
         match marker {
@@ -73,13 +71,19 @@ pub fn check(bytes: &[u8]) -> Result<usize, Refusal> {
     }
 }
 
-/// The position of the marker at `from`, after any fill bytes (`FF`) before it.
-fn marker_at(bytes: &[u8], from: usize) -> Option<usize> {
-    let mut at = from;
-    while bytes.get(at) == Some(&0xFF) && bytes.get(at + 1) == Some(&0xFF) {
-        at += 1;
+/// `from`, where the header's next marker must be: right after the segment before it, with
+/// no stray or fill bytes, as the gateway's header reader (and its size check) requires. A
+/// decoder would skip them, but an image the gateway refuses must not be one the model server
+/// accepts (found by fuzzing, `fuzz/regressions/decode_preprocess`).
+fn header_marker_at(bytes: &[u8], from: usize) -> Result<usize, Refusal> {
+    let (Some(&first), Some(&second)) = (bytes.get(from), bytes.get(from + 1)) else {
+        return Err(Refusal::Truncated(CUT));
+    };
+    if first == 0xFF && second != 0xFF {
+        Ok(from)
+    } else {
+        Err(Refusal::StrayBytes)
     }
-    (bytes.get(at) == Some(&0xFF) && at + 1 < bytes.len()).then_some(at)
 }
 
 /// The position of the next marker at or after `from`: an `FF` followed by anything but a
@@ -154,12 +158,13 @@ mod tests {
         let app0: &[u8] = &[0xFF, 0xE0, 0, 4, 1, 2];
         let stray: &[u8] = &[0x4D, 0x01, 0x00];
         let fill: &[u8] = &[0xFF, 0xFF];
-        assert_eq!(
-            check(&jpeg(&[&SOI, app0, stray, &SCAN, &EOI])),
-            Err(Refusal::Truncated(CUT))
-        );
-        assert_eq!(check(&jpeg(&[&SOI, app0, fill, &SCAN, &EOI])), Ok(1));
-        assert_eq!(check(&jpeg(&[&SOI, app0, &SCAN, stray, &EOI])), Ok(1));
+        for between in [stray, fill] {
+            assert_eq!(
+                check(&jpeg(&[&SOI, app0, between, &SCAN, &EOI])),
+                Err(Refusal::StrayBytes)
+            );
+            assert_eq!(check(&jpeg(&[&SOI, app0, &SCAN, between, &EOI])), Ok(1));
+        }
     }
 
     #[test]
