@@ -136,9 +136,7 @@ pub fn decode_rgb8_at(
                 index,
                 reason: reason.into(),
             },
-            Refusal::StrayBytes => {
-                undecodable("the JPEG header has stray bytes where a marker must be".into())
-            }
+            Refusal::Corrupt(reason) => undecodable(reason.into()),
             Refusal::TooManyScans => undecodable(format!(
                 "the JPEG has more than {MAX_SCANS} scans (progressive JPEGs have about 10); \
                  the server decodes at most {MAX_SCANS}"

@@ -24,13 +24,15 @@ pub const MAX_SCANS: usize = 100;
 pub enum Refusal {
     /// The file ends, or a segment's length points, before the end-of-image marker.
     Truncated(&'static str),
-    /// Bytes other than a marker where the header's next marker must be.
-    StrayBytes,
+    /// The header is not a sequence of segments, one right after the other.
+    Corrupt(&'static str),
     /// More than [`MAX_SCANS`] scans before the end of the image.
     TooManyScans,
 }
 
 const CUT: &str = "the JPEG ends before its end-of-image marker";
+const STRAY: &str = "the JPEG header has stray bytes where a marker must be";
+const MISPLACED: &str = "the JPEG header has a marker that belongs elsewhere (SOI, RST or TEM)";
 
 /// Walks `bytes` (a JPEG: format detection has seen its start-of-image marker) to its
 /// end-of-image marker; the number of scans on the way.
@@ -50,6 +52,10 @@ pub fn check(bytes: &[u8]) -> Result<usize, Refusal> {
                 return Err(Refusal::Truncated("the JPEG ends before its first scan"));
             }
             0xD9 => return Ok(scans),
+            // A second start of image, a restart or TEM marker has no place in the header, and
+            // the gateway's header reader would read a length after it (or, after SOI, take
+            // what follows for an embedded image's).
+            0x01 | 0xD0..=0xD8 if scans == 0 => return Err(Refusal::Corrupt(MISPLACED)),
             0x01 | 0xD0..=0xD7 => continue, // standalone markers
             _ => {}
         }
@@ -84,7 +90,7 @@ fn header_marker_at(bytes: &[u8], from: usize) -> Result<usize, Refusal> {
     if first == 0xFF && second != 0xFF {
         Ok(from)
     } else {
-        Err(Refusal::StrayBytes)
+        Err(Refusal::Corrupt(STRAY))
     }
 }
 
@@ -160,9 +166,21 @@ mod tests {
         for between in [stray, fill] {
             assert_eq!(
                 check(&jpeg(&[&SOI, app0, between, &SCAN, &EOI])),
-                Err(Refusal::StrayBytes)
+                Err(Refusal::Corrupt(STRAY))
             );
             assert_eq!(check(&jpeg(&[&SOI, app0, &SCAN, between, &EOI])), Ok(1));
+        }
+    }
+
+    #[test]
+    fn a_second_start_of_image_or_a_standalone_marker_in_the_header_is_refused() {
+        for marker in [0xD8, 0xD0, 0xD7, 0x01] {
+            let misplaced: &[u8] = &[0xFF, marker, 0, 16];
+            assert_eq!(
+                check(&jpeg(&[&SOI, misplaced, &SCAN, &EOI])),
+                Err(Refusal::Corrupt(MISPLACED)),
+                "FF {marker:02X}"
+            );
         }
     }
 
