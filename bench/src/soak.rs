@@ -339,17 +339,11 @@ pub async fn soak(
     tiny: &Photo,
 ) -> anyhow::Result<Soak> {
     let nats = Nats::start(env).await?;
-    // Records kept, and message IDs remembered, for SOAK_JOB_TTL, not a day and 2 minutes:
-    // what nats-server holds by design (about 0.7 KB per record, an ID and its time per job in
-    // the duplicate window) then reaches a steady state within the warm-up, and growth after
-    // it is what the processes leak.
-    let ttl = [
-        ("TANDEM_JOB_TTL_SECS", SOAK_JOB_TTL_SECS.to_string()),
-        (
-            "TANDEM_DUPLICATE_WINDOW_SECS",
-            SOAK_JOB_TTL_SECS.to_string(),
-        ),
-    ];
+    // Records kept for SOAK_JOB_TTL, not a day, and so message IDs too (no stream's duplicate
+    // window outlasts the job TTL): what nats-server holds by design (about 0.7 KB per record,
+    // an ID and its time per job) then reaches a steady state within the warm-up, and growth
+    // after it is what the processes leak.
+    let ttl = [("TANDEM_JOB_TTL_SECS", SOAK_JOB_TTL_SECS.to_string())];
     let gateway = Gateway::start_with(env, &nats, &model_server.url, "null", &ttl).await?;
     let worker = Worker::start_with(
         env,

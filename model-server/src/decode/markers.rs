@@ -8,9 +8,9 @@
 //! no stray or fill bytes between them, no second SOI and no standalone marker, and there is
 //! one frame header: what the gateway's header reader (`imagesize`) can read, so that the
 //! model server never decodes an image the gateway would refuse (each rule was found by
-//! fuzzing, `fuzz/regressions/decode_preprocess`). The walk ends
-//! at the image's end-of-image marker: what follows (a phone's motion photo video, a gain map)
-//! is not the image and is not read. For a 5 MB grainy 12-megapixel JPEG (an `FF` byte every
+//! fuzzing, `fuzz/regressions/decode_preprocess`). The walk ends at the image's end-of-image
+//! marker: what follows (a phone's motion photo video, a gain map) is not the image and is not
+//! read. For a 5 MB grainy 12-megapixel JPEG (an `FF` byte every
 //! 56 bytes) the walk takes about 1.5 ms, against about 75 ms to decode and preprocess it.
 
 /// The most scans a JPEG may have. A progressive JPEG is refined scan by scan, each a pass
@@ -225,7 +225,7 @@ mod tests {
         assert_eq!(check(&at_most), Ok(MAX_SCANS));
         let over = [&SOI[..], &SCAN.repeat(MAX_SCANS + 1), &EOI].concat();
         assert_eq!(check(&over), Err(Refusal::TooManyScans));
-        // Refused at the 257th scan, even if the file is cut after it.
+        // Refused at the 101st scan, even if the file is cut after it.
         assert_eq!(check(&over[..over.len() - 2]), Err(Refusal::TooManyScans));
     }
 }
