@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | not an image (raw, JSON, multipart) | 422 `not_an_image` | `fast_path` (raw) |
 //! | truncated image: pixels cut / header cut | 422 `image_rejected` / `corrupt_image` | `fast_path` |
+//! | a header that reads, then what no decoder accepts (a PNG's unknown critical chunk) | 422 `image_rejected` | |
 //! | decompression bomb (header claims 2.5 G pixels) | 413 `image_too_large` | `fast_path` (raw) |
 //! | JPEG with more scans than decoders allow (a decoding-time bomb) | 422 `image_rejected` | |
 //! | body over the limit, announced or chunked, any format | 413 `body_too_large` | `fast_path` (raw) |
@@ -144,6 +145,43 @@ async fn truncated_images_are_refused() {
         "corrupt_image",
     )
     .await;
+    assert_still_serves(&app).await;
+}
+
+/// A 2 x 2 PNG with a chunk before its pixels that no decoder knows and none may skip (`DIAT`:
+/// an upper-case first letter marks a chunk critical).
+fn png_with_unknown_critical_chunk() -> Vec<u8> {
+    use tandem_test_images::{PNG_SIGNATURE, png_chunk};
+    let claimed = png_claiming(2, 2);
+    let ihdr_end = PNG_SIGNATURE.len() + 12 + 13;
+    [
+        &claimed[..ihdr_end],
+        &png_chunk(b"DIAT", b"unknown")[..],
+        &claimed[ihdr_end..],
+    ]
+    .concat()
+}
+
+#[tokio::test]
+async fn an_image_whose_header_reads_but_the_decoder_refuses_is_refused_and_withdrawn() {
+    // The gateway reads a PNG's size from IHDR alone and lets it through; the model server's
+    // decoder refuses the unknown critical chunk, and the client hears why, with no job.
+    let app = app_with(&[]).await;
+    let png = png_with_unknown_critical_chunk();
+    for request in [
+        post(&app).json(&json_image(&png)),
+        post(&app)
+            .header("content-type", "image/png")
+            .body(png.clone()),
+    ] {
+        let body = refused(request, StatusCode::UNPROCESSABLE_ENTITY, "image_rejected").await;
+        assert!(body.get("job_id").is_none(), "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("DIAT"),
+            "the reason names the chunk: {message}"
+        );
+    }
     assert_still_serves(&app).await;
 }
 
