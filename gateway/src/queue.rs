@@ -6,7 +6,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use async_nats::jetstream::{self, object_store::ObjectStore};
+use async_nats::jetstream::{
+    self,
+    object_store::{ObjectMetadata, ObjectStore},
+};
 use bytes::Bytes;
 use tandem_core::{
     job::{JobId, JobRecord},
@@ -282,9 +285,17 @@ impl Queue {
             return Ok(ImageRef::Inline(image));
         }
         let name = id.to_string();
+        // Chunks as large as a message may be (they carry no headers; the object store's
+        // default is 128 KiB): a 5 MB photo is then 5 stored messages, not 40, each published
+        // and acknowledged in turn.
+        let meta = ObjectMetadata {
+            name: name.clone(),
+            chunk_size: Some(max_payload),
+            ..Default::default()
+        };
         jetstream
             .images
-            .put(name.as_str(), &mut image.as_ref())
+            .put(meta, &mut image.as_ref())
             .await
             .map_err(|e| SubmitError::Unavailable(e.to_string()))?;
         Ok(ImageRef::Object(name))

@@ -284,7 +284,7 @@ async fn many_sse_streams_share_one_watcher_on_the_bucket() {
 
 #[tokio::test]
 async fn an_image_bigger_than_a_nats_message_goes_through_the_object_store() {
-    let app = spawn_app().await;
+    let mut app = spawn_app_with(no_workers()).await;
     // A 1200x1000 noisy PNG (~3.6 MB): over NATS's 1 MB max payload.
     let mut seed = 0x2545_f491_u32;
     let pixels = image::RgbImage::from_fn(1200, 1000, |_, _| {
@@ -299,16 +299,21 @@ async fn an_image_bigger_than_a_nats_message_goes_through_the_object_store() {
         .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
         .unwrap();
     assert!(png.len() > 2 * 1024 * 1024);
-    let response = app.predict_raw(png, "image/png").await;
+    let response = app.predict_raw(png.clone(), "image/png").await;
     assert_eq!(response.status(), StatusCode::OK);
     let reply: Value = response.json().await.unwrap();
     let id = reply["job_id"].as_str().unwrap();
+    // Stored in chunks as large as a message may be (1 MB), not the object store's 128 KiB.
+    let js = jetstream(&app).await;
+    let images = js.get_object_store("tandem_images").await.unwrap();
+    let stored = images.info(id).await.unwrap();
+    assert_eq!(stored.size, png.len());
+    assert_eq!(stored.chunks, png.len().div_ceil(1024 * 1024), "{stored:?}");
+    app.add_worker();
     let job = app.wait_final(id, FINAL).await;
     assert_eq!(job["status"], "succeeded", "{job}");
     assert!(job["slow"]["label"].is_string());
     // The image is removed from the object store once the job is done.
-    let js = jetstream(&app).await;
-    let images = js.get_object_store("tandem_images").await.unwrap();
     assert!(images.get(id).await.is_err());
 }
 
