@@ -168,21 +168,33 @@ async fn an_image_whose_header_reads_but_the_decoder_refuses_is_refused_and_with
     // decoder refuses the unknown critical chunk, and the client hears why, with no job.
     let app = app_with(&[]).await;
     let png = png_with_unknown_critical_chunk();
-    for request in [
-        post(&app).json(&json_image(&png)),
-        post(&app)
-            .header("content-type", "image/png")
-            .body(png.clone()),
-    ] {
-        let body = refused(request, StatusCode::UNPROCESSABLE_ENTITY, "image_rejected").await;
-        assert!(body.get("job_id").is_none(), "{body}");
-        let message = body["error"]["message"].as_str().unwrap();
+    for message in rejected_as_json_and_raw(&app, &png, "image/png").await {
         assert!(
             message.contains("DIAT"),
             "the reason names the chunk: {message}"
         );
     }
     assert_still_serves(&app).await;
+}
+
+/// Sends `image` as the JSON form and as a raw `content_type` body; both must be refused with
+/// 422 `image_rejected` and no job id. Returns the two error messages.
+async fn rejected_as_json_and_raw(app: &TestApp, image: &[u8], content_type: &str) -> Vec<String> {
+    let mut messages = Vec::new();
+    for request in [
+        post(app).json(&json_image(image)),
+        post(app)
+            .header("content-type", content_type)
+            .body(image.to_vec()),
+    ] {
+        let body = refused(request, StatusCode::UNPROCESSABLE_ENTITY, "image_rejected").await;
+        assert!(
+            body.get("job_id").is_none(),
+            "no job for a refused image: {body}"
+        );
+        messages.push(body["error"]["message"].as_str().unwrap().to_owned());
+    }
+    messages
 }
 
 /// `jpeg` with `count` more scans before its end marker: each a start-of-scan segment (one
@@ -199,21 +211,10 @@ async fn a_jpeg_with_too_many_scans_is_refused_before_decoding() {
     let app = app_with(&[]).await;
     // chelsea.jpg has one scan: MAX_SCANS more are one over the limit.
     let crafted = with_extra_scans(&photo("chelsea.jpg"), MAX_SCANS);
-    for request in [
-        post(&app).json(&json_image(&crafted)),
-        post(&app)
-            .header("content-type", "image/jpeg")
-            .body(crafted.clone()),
-    ] {
-        let body = refused(request, StatusCode::UNPROCESSABLE_ENTITY, "image_rejected").await;
-        let message = body["error"]["message"].as_str().unwrap();
+    for message in rejected_as_json_and_raw(&app, &crafted, "image/jpeg").await {
         assert!(
             message.contains(&format!("more than {MAX_SCANS} scans")),
             "{message}"
-        );
-        assert!(
-            body.get("job_id").is_none(),
-            "no job for a refused image: {body}"
         );
     }
     assert_still_serves(&app).await;
