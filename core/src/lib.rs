@@ -8,6 +8,7 @@
 //! - `shutdown`: the SIGINT/SIGTERM future every server drains on, shareable;
 //! - `pull`: the fetch loop of a durable pull consumer (jobs, webhook events);
 //! - `result_cache`: both answers by image content and model identity (the results bucket);
+//! - `image_header`: the one header reading of an image the gateway and the model server accept;
 //! - `retry`: the one backoff policy for waiting on what comes back;
 //! - `escalation`: the escalation policy, its decision and the thresholds file;
 //! - `job`: the job schema (`JobId`, `JobStatus`, `JobRecord`, `Prediction`);
@@ -19,6 +20,7 @@
 
 pub mod config;
 pub mod escalation;
+pub mod image_header;
 pub mod job;
 pub mod metrics;
 pub mod model_client;

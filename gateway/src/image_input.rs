@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, header};
 use base64::Engine as _;
 use bytes::Bytes;
 use serde::Deserialize;
+use tandem_core::image_header::{self, HeaderError};
 
 use crate::{error::ApiError, job_options::OptionParams, webhook::WebhookParams};
 
@@ -143,39 +144,16 @@ async fn from_multipart(content_type: &str, body: Bytes) -> Result<Bytes, ApiErr
     fallback.ok_or(ApiError::NoFilePart)
 }
 
-/// The formats the model server decodes, by their exact signatures (what the model server's
-/// decoder requires; `imagesize` alone accepts looser ones, such as any `GIF8` prefix).
-fn is_served_format(bytes: &[u8]) -> bool {
-    const SIGNATURES: [&[u8]; 8] = [
-        b"\xFF\xD8\xFF",      // JPEG
-        b"\x89PNG\r\n\x1a\n", // PNG
-        b"GIF87a",            // GIF
-        b"GIF89a",            // GIF
-        b"BM",                // BMP
-        b"II*\0",             // TIFF, little-endian
-        b"MM\0*",             // TIFF, big-endian
-        b"RIFF",              // WebP: RIFF, a size, then WEBP
-    ];
-    SIGNATURES
-        .iter()
-        .any(|signature| bytes.starts_with(signature))
-        && (!bytes.starts_with(b"RIFF") || bytes.get(8..12) == Some(b"WEBP"))
-}
-
 /// Reads format and size from the header only, and enforces the pixel limit.
 pub fn check(bytes: Bytes, max_pixels: u64) -> Result<ImageUpload, ApiError> {
     if bytes.is_empty() {
         return Err(ApiError::EmptyBody);
     }
-    if !is_served_format(&bytes) {
-        return Err(ApiError::NotAnImage);
-    }
-    // The size from the header alone, by the `imagesize` crate: no decoder in the gateway.
-    let size = imagesize::blob_size(&bytes).map_err(|e| ApiError::CorruptImage(e.to_string()))?;
-    let (width, height) = (
-        u32::try_from(size.width).unwrap_or(u32::MAX),
-        u32::try_from(size.height).unwrap_or(u32::MAX),
-    );
+    // The size from the header alone, read as the model server reads it too: no decoder here.
+    let (width, height) = image_header::size(&bytes).map_err(|e| match e {
+        HeaderError::NotAnImage => ApiError::NotAnImage,
+        HeaderError::Corrupt(reason) => ApiError::CorruptImage(reason),
+    })?;
     let pixels = u64::from(width) * u64::from(height);
     if pixels > max_pixels {
         return Err(ApiError::ImageTooLarge {
@@ -228,16 +206,9 @@ mod tests {
 
     #[test]
     fn check_refuses_non_images() {
-        assert!(matches!(
-            check(Bytes::from_static(b"hello world, not an image"), 100),
-            Err(ApiError::NotAnImage)
-        ));
+        // Which signatures are served: `tandem_core::image_header`'s tests.
         for not_served in [
-            // A format `imagesize` knows but the model server does not decode (Photoshop).
-            &b"8BPS\x00\x01\x00\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00\x10\x00\x00\x00\x10"[..],
-            // Looks like a GIF to `imagesize`, is not one.
-            b"GIF89 is not enough: this is plain text",
-            // RIFF, but not WebP (a WAV file's header).
+            &b"hello world, not an image"[..],
             b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00",
         ] {
             assert!(

@@ -6,7 +6,9 @@
 //! bounds what the decoders themselves may allocate. The image crate's JPEG decoder fills a
 //! truncated file with grey rather than failing, so JPEGs are checked for their end marker,
 //! and a JPEG's scans are counted before any decoder runs (`markers`): each costs a pass over
-//! the whole image, so a few kilobytes of scans would cost seconds.
+//! the whole image, so a few kilobytes of scans would cost seconds. An image whose header the
+//! decoder reads must also read as the gateway reads it (`tandem_core::image_header`), so the
+//! two refuse the same images.
 //!
 //! The EXIF orientation (JPEG, WebP, TIFF) is applied before anything else sees the pixels, so
 //! the crop is taken from the image as it is meant to be displayed.
@@ -167,6 +169,9 @@ pub fn decode_rgb8_at(
             max: max_pixels,
         });
     }
+    // The gateway's reading of the header must agree (`tandem_core::image_header`): what
+    // one refuses, the other does too, whichever a client reaches.
+    tandem_core::image_header::size(bytes).map_err(|e| undecodable(e.to_string()))?;
     if format == ImageFormat::Jpeg
         && scale != Scale::FULL
         && let Some(image) = jpeg::decode_scaled(bytes, scale, (width, height))

@@ -12,7 +12,7 @@ use image::{DynamicImage, ImageFormat, imageops::FilterType};
 
 use tandem_test_images::png_claiming;
 
-use crate::harness::{CONTENT_TYPES, PREPROCESS_HEADER};
+use crate::{CONTENT_TYPES, PREPROCESS_HEADER};
 
 /// One seed: its target, its file name, its bytes.
 #[derive(Debug)]

@@ -1,0 +1,88 @@
+//! The one reading of an encoded image's header that Tandem accepts: a format the model server
+//! decodes, by its exact signature, and a size the `imagesize` crate reads from the header alone.
+//!
+//! The gateway reads it to refuse decompression bombs without decoding (it has no decoder);
+//! the model server reads it too, after its decoder has read the same header, so that an image
+//! is accepted by both or by neither: decoders are more lenient than `imagesize` in places (a
+//! TIFF directory entry of no known type, which the decoder skips), and an image the model
+//! server decodes must not be one the gateway refuses.
+
+/// Why a header does not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    /// No signature of a format the model server decodes.
+    #[error("not an image in a format the model server decodes (JPEG, PNG, WebP, GIF, BMP, TIFF)")]
+    NotAnImage,
+    /// The signature is there, the header does not read.
+    #[error("its header does not read: {0}")]
+    Corrupt(String),
+}
+
+/// The formats the model server decodes, by their exact signatures (what the decoders require;
+/// `imagesize` alone accepts looser ones, such as any `GIF8` prefix).
+pub fn is_served_format(bytes: &[u8]) -> bool {
+    const SIGNATURES: [&[u8]; 8] = [
+        b"\xFF\xD8\xFF",      // JPEG
+        b"\x89PNG\r\n\x1a\n", // PNG
+        b"GIF87a",            // GIF
+        b"GIF89a",            // GIF
+        b"BM",                // BMP
+        b"II*\0",             // TIFF, little-endian
+        b"MM\0*",             // TIFF, big-endian
+        b"RIFF",              // WebP: RIFF, a size, then WEBP
+    ];
+    SIGNATURES
+        .iter()
+        .any(|signature| bytes.starts_with(signature))
+        && (!bytes.starts_with(b"RIFF") || bytes.get(8..12) == Some(b"WEBP"))
+}
+
+/// Width and height as the header says (saturated to `u32`), without decoding anything.
+pub fn size(bytes: &[u8]) -> Result<(u32, u32), HeaderError> {
+    if !is_served_format(bytes) {
+        return Err(HeaderError::NotAnImage);
+    }
+    let size = imagesize::blob_size(bytes).map_err(|e| HeaderError::Corrupt(e.to_string()))?;
+    Ok((
+        u32::try_from(size.width).unwrap_or(u32::MAX),
+        u32::try_from(size.height).unwrap_or(u32::MAX),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_served_formats_exact_signatures_read() {
+        for not_served in [
+            // A format `imagesize` knows but the model server does not decode (Photoshop).
+            &b"8BPS\x00\x01\x00\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00\x10\x00\x00\x00\x10"[..],
+            // Looks like a GIF to `imagesize`, is not one.
+            b"GIF89 is not enough: this is plain text",
+            // RIFF, but not WebP (a WAV file's header).
+            b"RIFF\x24\x00\x00\x00WAVEfmt \x10\x00\x00\x00",
+            b"",
+        ] {
+            assert_eq!(
+                size(not_served),
+                Err(HeaderError::NotAnImage),
+                "{not_served:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_tiff_directory_entry_of_no_known_type_does_not_read() {
+        // Little-endian TIFF, its directory at 8: ImageWidth (LONG 24), then an entry of type 0.
+        let mut tiff = b"II*\0\x08\0\0\0\x02\0".to_vec();
+        tiff.extend_from_slice(&[0, 1, 4, 0, 1, 0, 0, 0, 24, 0, 0, 0]);
+        tiff.extend_from_slice(&[0; 12]);
+        tiff.extend_from_slice(&[0; 4]);
+        assert!(
+            matches!(size(&tiff), Err(HeaderError::Corrupt(_))),
+            "{:?}",
+            size(&tiff)
+        );
+    }
+}
