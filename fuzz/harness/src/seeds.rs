@@ -1,8 +1,8 @@
 //! The seed corpus, `fuzz/seeds/<target>/`, made from a photo in `tests/data`: a 24x16 and a
 //! 64x48 thumbnail of `chelsea.jpg` in every supported format plus hand-made hostile files (a
 //! truncated JPEG, a PNG header claiming 50000x50000), each wrapped in the framing its target
-//! reads (see `harness.rs`). Small on purpose, so the fuzzer runs fast. The committed files are
-//! written by `cargo test -p tandem-tests --test it write_fuzz_seeds -- --ignored`
+//! reads (see the harness modules). Small on purpose, so the fuzzer runs fast. The committed
+//! files are written by `cargo test -p tandem-tests --test it write_fuzz_seeds -- --ignored`
 //! (tests/it/fuzz_regressions.rs).
 
 use std::io::Cursor;
