@@ -37,16 +37,23 @@ pub fn is_served_format(bytes: &[u8]) -> bool {
         && (!bytes.starts_with(b"RIFF") || bytes.get(8..12) == Some(b"WEBP"))
 }
 
-/// Width and height as the header says (saturated to `u32`), without decoding anything.
+/// Width and height as the header says (saturated to `u32`; neither 0), without decoding
+/// anything.
 pub fn size(bytes: &[u8]) -> Result<(u32, u32), HeaderError> {
     if !is_served_format(bytes) {
         return Err(HeaderError::NotAnImage);
     }
     let size = imagesize::blob_size(bytes).map_err(|e| HeaderError::Corrupt(e.to_string()))?;
-    Ok((
+    let (width, height) = (
         u32::try_from(size.width).unwrap_or(u32::MAX),
         u32::try_from(size.height).unwrap_or(u32::MAX),
-    ))
+    );
+    if width == 0 || height == 0 {
+        return Err(HeaderError::Corrupt(format!(
+            "it has no pixels ({width}x{height})"
+        )));
+    }
+    Ok((width, height))
 }
 
 #[cfg(test)]
@@ -70,6 +77,21 @@ mod tests {
                 "{not_served:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_header_of_no_pixels_does_not_read() {
+        // A PNG signature and an IHDR claiming 0 x 5 (the CRC is not read).
+        let mut png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
+        png.extend_from_slice(&0u32.to_be_bytes());
+        png.extend_from_slice(&5u32.to_be_bytes());
+        png.extend_from_slice(&[8, 2, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            size(&png),
+            Err(HeaderError::Corrupt("it has no pixels (0x5)".into()))
+        );
+        png[16..20].copy_from_slice(&7u32.to_be_bytes());
+        assert_eq!(size(&png), Ok((7, 5)));
     }
 
     #[test]

@@ -116,7 +116,8 @@ impl ApiError {
         Self::QueueUnavailable(None)
     }
 
-    fn status(&self) -> StatusCode {
+    /// The HTTP status this error is answered with (the one mapping, used by `IntoResponse`).
+    pub fn status(&self) -> StatusCode {
         match self {
             Self::EmptyBody
             | Self::InvalidJson(_)

@@ -163,9 +163,6 @@ pub fn check(bytes: Bytes, max_pixels: u64) -> Result<ImageUpload, ApiError> {
             limit: max_pixels,
         });
     }
-    if pixels == 0 {
-        return Err(ApiError::CorruptImage("the image has no pixels".into()));
-    }
     Ok(ImageUpload {
         bytes,
         webhook: WebhookParams::default(),

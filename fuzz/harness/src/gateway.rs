@@ -3,7 +3,7 @@
 use std::io::Cursor;
 
 use bytes::Bytes;
-use tandem_gateway::{error::ApiError, image_input};
+use tandem_gateway::image_input;
 
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 
@@ -92,21 +92,10 @@ pub fn gateway_extract(data: &[u8]) -> Outcome {
         Err(error) => {
             let _ = error.to_string();
             assert!(
-                matches!(
-                    error,
-                    ApiError::EmptyBody
-                        | ApiError::UnsupportedMediaType(_)
-                        | ApiError::InvalidJson(_)
-                        | ApiError::MissingImageData
-                        | ApiError::InvalidBase64(_)
-                        | ApiError::InvalidMultipart(_)
-                        | ApiError::NoFilePart
-                        | ApiError::NotAnImage
-                        | ApiError::CorruptImage(_)
-                        | ApiError::ImageTooLarge { .. }
-                ),
-                "request parsing failed with {error:?} ({}), not a client error",
-                error.code()
+                error.status().is_client_error(),
+                "request parsing failed with {error:?} ({}, {}), not a client error",
+                error.code(),
+                error.status()
             );
             Err(error.code().into())
         }
