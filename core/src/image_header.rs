@@ -43,16 +43,42 @@ pub fn size(bytes: &[u8]) -> Result<(u32, u32), HeaderError> {
     if !is_served_format(bytes) {
         return Err(HeaderError::NotAnImage);
     }
-    let size = imagesize::blob_size(bytes).map_err(|e| HeaderError::Corrupt(e.to_string()))?;
-    let (width, height) = (
-        u32::try_from(size.width).unwrap_or(u32::MAX),
-        u32::try_from(size.height).unwrap_or(u32::MAX),
-    );
+    let (width, height) = if bytes.starts_with(b"BM") {
+        bmp_size(bytes)?
+    } else {
+        let size = imagesize::blob_size(bytes).map_err(|e| HeaderError::Corrupt(e.to_string()))?;
+        (
+            u32::try_from(size.width).unwrap_or(u32::MAX),
+            u32::try_from(size.height).unwrap_or(u32::MAX),
+        )
+    };
     if width == 0 || height == 0 {
         return Err(HeaderError::Corrupt(format!(
             "it has no pixels ({width}x{height})"
         )));
     }
+    Ok((width, height))
+}
+
+/// A BMP's size from its info header. `imagesize` reads the height as unsigned, so a top-down
+/// BMP (a negative height, which the decoder reads) claimed 4 billion rows; and it misreads the
+/// OS/2 core header's 16-bit sizes.
+fn bmp_size(bytes: &[u8]) -> Result<(u32, u32), HeaderError> {
+    let corrupt = |what: &str| HeaderError::Corrupt(format!("the BMP {what}"));
+    let field = |at: usize, len: usize| {
+        bytes
+            .get(at..at + len)
+            .ok_or_else(|| corrupt("header is cut short"))
+    };
+    let le32 = |at| field(at, 4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let le16 = |at| field(at, 2).map(|b| u32::from(u16::from_le_bytes([b[0], b[1]])));
+    // The info header follows the 14-byte file header and starts with its own length.
+    if le32(14)? == 12 {
+        return Ok((le16(18)?, le16(20)?));
+    }
+    let width = u32::try_from(le32(18)?).map_err(|_| corrupt("has a negative width"))?;
+    // Negative: the rows are stored top to bottom.
+    let height = le32(22)?.unsigned_abs();
     Ok((width, height))
 }
 
@@ -92,6 +118,31 @@ mod tests {
         );
         png[16..20].copy_from_slice(&7u32.to_be_bytes());
         assert_eq!(size(&png), Ok((7, 5)));
+    }
+
+    /// A BMP file header and the start of an info header of `header_len` bytes, then `dims`.
+    fn bmp(header_len: u32, dims: &[u8]) -> Vec<u8> {
+        let mut bmp = b"BM\0\0\0\0\0\0\0\0\x36\0\0\0".to_vec();
+        bmp.extend_from_slice(&header_len.to_le_bytes());
+        bmp.extend_from_slice(dims);
+        bmp
+    }
+
+    #[test]
+    fn a_bmp_stored_top_down_or_with_a_core_header_reads_its_real_size() {
+        let le = |v: i32| v.to_le_bytes();
+        let top_down = bmp(40, &[le(24), le(-9)].concat());
+        assert_eq!(size(&top_down), Ok((24, 9)));
+        assert_eq!(size(&bmp(40, &[le(24), le(9)].concat())), Ok((24, 9)));
+        assert_eq!(size(&bmp(12, &[24, 0, 9, 0])), Ok((24, 9)));
+        assert!(matches!(
+            size(&bmp(40, &[le(-24), le(9)].concat())),
+            Err(HeaderError::Corrupt(_))
+        ));
+        assert!(matches!(
+            size(&bmp(40, &le(24))),
+            Err(HeaderError::Corrupt(_))
+        ));
     }
 
     #[test]

@@ -62,6 +62,27 @@ async fn chelsea_and_coffee_are_labelled_through_each_request_format() {
     assert_fast_label(&body, "Egyptian cat");
 }
 
+/// `photo` as a BMP stored top to bottom: the rows flipped, the height negative (what some
+/// Windows software writes). Found by fuzzing: the gateway read the height as 4 billion and
+/// refused it as too large.
+fn top_down_bmp(photo: &[u8]) -> Vec<u8> {
+    let flipped = image::load_from_memory(photo).unwrap().flipv();
+    let mut bmp = std::io::Cursor::new(Vec::new());
+    flipped.write_to(&mut bmp, image::ImageFormat::Bmp).unwrap();
+    let mut bmp = bmp.into_inner();
+    let height = i32::from_le_bytes(bmp[22..26].try_into().unwrap());
+    bmp[22..26].copy_from_slice(&(-height).to_le_bytes());
+    bmp
+}
+
+#[tokio::test]
+async fn a_bmp_stored_top_down_is_labelled() {
+    let app = spawn_app().await;
+    let bmp = top_down_bmp(&photo("chelsea.jpg"));
+    let body = ok_json(app.predict_raw(bmp, "image/bmp").await).await;
+    assert_fast_label(&body, "Egyptian cat");
+}
+
 #[tokio::test]
 async fn the_original_clients_curl_command_works_unchanged() {
     let app = spawn_app().await;
