@@ -20,7 +20,7 @@ pub enum HeaderError {
 
 /// The formats the model server decodes, by their exact signatures (what the decoders require;
 /// `imagesize` alone accepts looser ones, such as any `GIF8` prefix).
-pub fn is_served_format(bytes: &[u8]) -> bool {
+fn is_served_format(bytes: &[u8]) -> bool {
     const SIGNATURES: [&[u8]; 8] = [
         b"\xFF\xD8\xFF",      // JPEG
         b"\x89PNG\r\n\x1a\n", // PNG
@@ -84,6 +84,8 @@ fn bmp_size(bytes: &[u8]) -> Result<(u32, u32), HeaderError> {
 
 #[cfg(test)]
 mod tests {
+    use tandem_test_images::png_claiming;
+
     use super::*;
 
     #[test]
@@ -107,17 +109,11 @@ mod tests {
 
     #[test]
     fn a_header_of_no_pixels_does_not_read() {
-        // A PNG signature and an IHDR claiming 0 x 5 (the CRC is not read).
-        let mut png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR".to_vec();
-        png.extend_from_slice(&0u32.to_be_bytes());
-        png.extend_from_slice(&5u32.to_be_bytes());
-        png.extend_from_slice(&[8, 2, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(
-            size(&png),
+            size(&png_claiming(0, 5)),
             Err(HeaderError::Corrupt("it has no pixels (0x5)".into()))
         );
-        png[16..20].copy_from_slice(&7u32.to_be_bytes());
-        assert_eq!(size(&png), Ok((7, 5)));
+        assert_eq!(size(&png_claiming(7, 5)), Ok((7, 5)));
     }
 
     /// A BMP file header and the start of an info header of `header_len` bytes, then `dims`.

@@ -251,6 +251,16 @@ fn retry_after_secs(after: Duration) -> u64 {
     whole.max(1)
 }
 
+impl From<tandem_core::image_header::HeaderError> for ApiError {
+    fn from(e: tandem_core::image_header::HeaderError) -> Self {
+        use tandem_core::image_header::HeaderError;
+        match e {
+            HeaderError::NotAnImage => Self::NotAnImage,
+            HeaderError::Corrupt(reason) => Self::CorruptImage(reason),
+        }
+    }
+}
+
 impl From<tandem_core::store::StoreError> for ApiError {
     fn from(e: tandem_core::store::StoreError) -> Self {
         tracing::warn!(error = %e, "job store error");
