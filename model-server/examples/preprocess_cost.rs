@@ -1,8 +1,10 @@
 //! What preprocessing costs for a 12-megapixel JPEG, stage by stage.
 //!
-//! Makes two 4000 x 3000 JPEGs (quality 90) by upscaling `tests/data/astronaut.jpg`, one as is
-//! (smooth, small file) and one with added grain (a camera photo's file size), then times
-//! decode, centre crop + resize, and scale + layout for both vendored models' input sizes.
+//! Makes 4000 x 3000 JPEGs (quality 90) by upscaling `tests/data/astronaut.jpg`: one as is
+//! (smooth, small file), one with added grain (a camera photo's file size), both with full-size
+//! chroma (4:4:4, what the `image` crate writes and the benchmark sends), and the grainy one
+//! again with half-size chroma (4:2:0, what phone cameras write). Then times decode, centre
+//! crop + resize, and scale + layout for both vendored models' input sizes.
 //!
 //! ```text
 //! cargo run --release --example preprocess_cost -p tandem-model-server [-- ITERATIONS]
@@ -15,7 +17,7 @@ use std::{
 };
 
 use fast_image_resize::Resizer;
-use image::{ImageFormat, codecs::jpeg::JpegEncoder, imageops::FilterType};
+use image::{ImageFormat, RgbImage, codecs::jpeg::JpegEncoder, imageops::FilterType};
 use tandem_model_server::{
     decode::decode_rgb8,
     preprocess::{Crop, Layout, Preprocess, Scaling},
@@ -41,19 +43,41 @@ fn main() -> anyhow::Result<()> {
         *value = value.saturating_add_signed((state % 25) as i8 - 12);
     }
     println!("{iterations} iterations, one thread; median (min) per image");
-    for (name, image) in [("smooth", smooth), ("grainy", grainy)] {
-        let mut jpeg = Vec::new();
-        JpegEncoder::new_with_quality(&mut Cursor::new(&mut jpeg), 90).encode_image(&image)?;
+    let variants = [
+        ("smooth, 4:4:4", jpeg_444(&smooth)?),
+        ("grainy, 4:4:4", jpeg_444(&grainy)?),
+        ("grainy, 4:2:0", jpeg_420(&grainy)?),
+    ];
+    for (name, jpeg) in variants {
         debug_assert_eq!(image::guess_format(&jpeg)?, ImageFormat::Jpeg);
         println!(
             "\n{name} {}x{} JPEG, quality 90, {:.1} MB",
-            image.width(),
-            image.height(),
+            grainy.width(),
+            grainy.height(),
             jpeg.len() as f64 / 1e6
         );
         measure(&jpeg, iterations)?;
     }
     Ok(())
+}
+
+fn jpeg_444(image: &RgbImage) -> anyhow::Result<Vec<u8>> {
+    let mut jpeg = Vec::new();
+    JpegEncoder::new_with_quality(&mut Cursor::new(&mut jpeg), 90).encode_image(image)?;
+    Ok(jpeg)
+}
+
+/// Chroma at half size each way, the usual camera layout (libjpeg's encoder, through `mozjpeg`,
+/// with its baseline defaults rather than mozjpeg's slow progressive ones).
+fn jpeg_420(image: &RgbImage) -> anyhow::Result<Vec<u8>> {
+    let mut compress = mozjpeg::Compress::new(mozjpeg::ColorSpace::JCS_RGB);
+    compress.set_fastest_defaults();
+    compress.set_size(image.width() as usize, image.height() as usize);
+    compress.set_quality(90.0);
+    compress.set_chroma_sampling_pixel_sizes((2, 2), (2, 2));
+    let mut started = compress.start_compress(Vec::new())?;
+    started.write_scanlines(image.as_raw())?;
+    Ok(started.finish()?)
 }
 
 fn measure(jpeg: &[u8], iterations: usize) -> anyhow::Result<()> {

@@ -100,7 +100,7 @@ pub struct ModelSpec {
     /// sharing the model's queue (Triton's instance group).
     pub instances: usize,
     /// 1 runs first: a batch starts only while no request of a more urgent model (a smaller
-    /// number) waits or runs (see `scheduler`).
+    /// number) waits, nor runs while that model is busy (see `scheduler`).
     pub priority: u8,
     /// How long the model thread waits for more requests to fill a batch.
     pub max_queue_delay: Duration,

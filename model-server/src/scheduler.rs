@@ -4,17 +4,30 @@
 //! Both rules exist because the fast and the slow model share one process (what Triton's rate
 //! limiter does with resources and priorities). A batch cannot be preempted once ONNX Runtime
 //! runs it, so a lower-priority batch starts only while no request of a higher priority is
-//! waiting *or running*: the gaps between one client's fast requests are shorter than a slow
-//! batch, and a slow batch started in such a gap would hold a core when the next fast request
-//! comes. And since a parallel operator is as slow as its slowest thread, threads are counted
-//! against the cores: an instance starts a batch only when its `intra_op_threads` fit beside
-//! those already running, so a fast instance never shares a core with a slow one. Choose the
-//! threads so that a fast instance fits beside a running slow one (on 2 cores: 1 and 1).
+//! waiting, and, while the higher priority is busy (more than one of its requests at once within
+//! the last [`CALM`]), not while one of its batches runs either: the gaps between such clients'
+//! requests are shorter than a slow batch, and a slow batch started in one would hold a core
+//! the next fast request needs. When the higher priority has had at most one request at a time
+//! for [`CALM`] (one client, or sparse traffic), its batches use one instance and leave the
+//! other cores free, so a lower-priority batch runs beside them: a job's slow answer then does
+//! not wait for its own fast answer. And since a parallel operator is as slow as its slowest
+//! thread, threads are counted against the cores: an instance starts a batch only when its
+//! `intra_op_threads` fit beside those already running, so a fast instance never shares a core
+//! with a slow one. Choose the threads so that a fast instance fits beside a running slow one
+//! (on 2 cores: 1 and 1).
 
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::{
+    sync::{Arc, Condvar, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
 
 /// Priorities run from 1 (first) to this.
 pub const LOWEST_PRIORITY: u8 = 9;
+
+/// How long a priority must have had at most one request at a time before a less urgent batch
+/// may run beside its batches: several times a slow batch (16 ms for Lite2 on one core), so
+/// that load rising again finds the slow batches stopped. Measured in BENCHMARKS.md, rows c, d.
+pub const CALM: Duration = Duration::from_secs(1);
 
 /// Requests waiting and batches running, by priority (index 0 is priority 1).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -22,16 +35,33 @@ struct Counts {
     waiting: [usize; LOWEST_PRIORITY as usize],
     running: [usize; LOWEST_PRIORITY as usize],
     threads: usize,
+    /// When each priority last had more than one request waiting or running.
+    crowded_at: [Option<Instant>; LOWEST_PRIORITY as usize],
 }
 
 impl Counts {
-    /// Whether a batch of `priority` on `threads` threads may start under a budget of `cores`.
-    fn may_start(&self, priority: u8, threads: usize, cores: usize) -> bool {
+    /// Whether a batch of `priority` on `threads` threads may start under a budget of `cores`
+    /// at `now`.
+    fn may_start(&self, priority: u8, threads: usize, cores: usize, now: Instant) -> bool {
         let more_urgent = usize::from(priority.saturating_sub(1));
-        let urgent_work = (0..more_urgent).any(|i| self.waiting[i] > 0 || self.running[i] > 0);
+        let urgent_work = (0..more_urgent)
+            .any(|i| self.waiting[i] > 0 || (self.running[i] > 0 && self.crowded(i, now)));
         // A model wider than the machine still runs, alone.
         let fits = self.threads == 0 || self.threads + threads <= cores;
         !urgent_work && fits
+    }
+
+    /// Whether priority `index + 1` had more than one request at once within [`CALM`] of `now`.
+    fn crowded(&self, index: usize, now: Instant) -> bool {
+        self.crowded_at[index].is_some_and(|at| now.saturating_duration_since(at) < CALM)
+    }
+
+    /// Counts `requests` more of priority `index + 1` waiting at `now`.
+    fn add_waiting(&mut self, index: usize, requests: usize, now: Instant) {
+        self.waiting[index] += requests;
+        if self.waiting[index] + self.running[index] > 1 {
+            self.crowded_at[index] = Some(now);
+        }
     }
 }
 
@@ -85,7 +115,9 @@ pub struct Lane {
 impl Lane {
     /// A request of this model is queued.
     pub fn waiting(&self, requests: usize) {
-        self.scheduler.counts().waiting[self.index] += requests;
+        self.scheduler
+            .counts()
+            .add_waiting(self.index, requests, Instant::now());
     }
 
     /// Queued requests left without running (refused, or their client is gone).
@@ -102,7 +134,7 @@ impl Lane {
         let scheduler = &self.scheduler;
         let priority = u8::try_from(self.index + 1).unwrap_or(LOWEST_PRIORITY);
         let mut counts = scheduler.counts();
-        while !counts.may_start(priority, self.threads, scheduler.cores) {
+        while !counts.may_start(priority, self.threads, scheduler.cores, Instant::now()) {
             counts = scheduler
                 .changed
                 .wait(counts)
