@@ -4,7 +4,8 @@ use std::{io::Cursor, path::Path};
 
 use anyhow::Context;
 use bytes::Bytes;
-use image::{ImageFormat, RgbImage, codecs::jpeg::JpegEncoder, imageops::FilterType};
+use image::{ImageFormat, RgbImage};
+use tandem_test_images::{camera, encode_jpeg};
 
 /// One image to send.
 #[derive(Debug, Clone)]
@@ -58,25 +59,19 @@ pub fn chelsea(root: &Path) -> anyhow::Result<Photo> {
 
 /// A 4000 x 3000 JPEG (quality 90) like a phone camera's: `tests/data/astronaut.jpg` upscaled,
 /// with grain so that the file size and decoding cost are a real photo's, not a smooth one's
-/// (the same recipe as `model-server/examples/preprocess_cost.rs`).
+/// (`tandem_test_images::camera`).
 pub fn twelve_megapixel(root: &Path) -> anyhow::Result<Photo> {
     let path = root.join("tests/data/astronaut.jpg");
     let photo = image::open(&path)
         .with_context(|| format!("cannot read {}", path.display()))?
         .to_rgb8();
-    let mut big = image::imageops::resize(&photo, 4000, 3000, FilterType::Triangle);
-    let mut state = 0x2545_F491_4F6C_DD1D_u64;
-    for value in big.iter_mut() {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        *value = value.saturating_add_signed((state % 25) as i8 - 12);
-    }
+    let mut big = camera::upscaled(&photo);
+    camera::add_grain(&mut big);
     Ok(Photo {
         name: "12mp".into(),
         width: big.width(),
         height: big.height(),
-        bytes: jpeg(&big, 90)?.into(),
+        bytes: encode_jpeg(&big)?.into(),
         content_type: "image/jpeg",
     })
 }
@@ -95,12 +90,6 @@ pub fn tiny() -> anyhow::Result<Photo> {
         bytes: png.into(),
         content_type: "image/png",
     })
-}
-
-fn jpeg(image: &RgbImage, quality: u8) -> anyhow::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    JpegEncoder::new_with_quality(&mut Cursor::new(&mut out), quality).encode_image(image)?;
-    Ok(out)
 }
 
 /// A model repository in a temporary folder: the chosen models of `models`, their ONNX and

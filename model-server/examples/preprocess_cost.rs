@@ -11,17 +11,17 @@
 //! ```
 
 use std::{
-    io::Cursor,
     path::Path,
     time::{Duration, Instant},
 };
 
 use fast_image_resize::Resizer;
-use image::{ImageFormat, RgbImage, codecs::jpeg::JpegEncoder, imageops::FilterType};
+use image::{ImageFormat, RgbImage};
 use tandem_model_server::{
     decode::decode_rgb8,
     preprocess::{Crop, Layout, Preprocess, Scaling},
 };
+use tandem_test_images::{camera, encode_jpeg};
 
 fn main() -> anyhow::Result<()> {
     let iterations: usize = std::env::args()
@@ -31,40 +31,27 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(10);
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/astronaut.jpg");
     let photo = image::open(&source)?.to_rgb8();
-    let smooth = image::imageops::resize(&photo, 4000, 3000, FilterType::Triangle);
-    // Upscaling leaves no fine detail, so the JPEG is small and quick to decode; grain makes it
-    // closer to a camera's 12-megapixel photo.
+    // The benchmark's `12mp` photo is `grainy` as a 4:4:4 JPEG.
+    let smooth = camera::upscaled(&photo);
     let mut grainy = smooth.clone();
-    let mut state = 0x2545_F491_4F6C_DD1D_u64;
-    for value in grainy.iter_mut() {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        *value = value.saturating_add_signed((state % 25) as i8 - 12);
-    }
+    camera::add_grain(&mut grainy);
     println!("{iterations} iterations, one thread; median (min) per image");
     let variants = [
-        ("smooth, 4:4:4", jpeg_444(&smooth)?),
-        ("grainy, 4:4:4", jpeg_444(&grainy)?),
+        ("smooth, 4:4:4", encode_jpeg(&smooth)?),
+        ("grainy, 4:4:4", encode_jpeg(&grainy)?),
         ("grainy, 4:2:0", jpeg_420(&grainy)?),
     ];
     for (name, jpeg) in variants {
         debug_assert_eq!(image::guess_format(&jpeg)?, ImageFormat::Jpeg);
         println!(
             "\n{name} {}x{} JPEG, quality 90, {:.1} MB",
-            grainy.width(),
-            grainy.height(),
+            camera::SIZE.0,
+            camera::SIZE.1,
             jpeg.len() as f64 / 1e6
         );
         measure(&jpeg, iterations)?;
     }
     Ok(())
-}
-
-fn jpeg_444(image: &RgbImage) -> anyhow::Result<Vec<u8>> {
-    let mut jpeg = Vec::new();
-    JpegEncoder::new_with_quality(&mut Cursor::new(&mut jpeg), 90).encode_image(image)?;
-    Ok(jpeg)
 }
 
 /// Chroma at half size each way, the usual camera layout (libjpeg's encoder, through `mozjpeg`,

@@ -11,8 +11,11 @@ const NOT_STARTED: Duration = Duration::from_millis(200);
 
 /// Whether nothing waits or runs (when each priority was last crowded is kept).
 fn idle(counts: &Counts) -> bool {
-    counts.waiting == Counts::default().waiting
-        && counts.running == Counts::default().running
+    counts
+        .waiting
+        .iter()
+        .chain(&counts.running)
+        .all(|&n| n == 0)
         && counts.threads == 0
 }
 

@@ -1,11 +1,13 @@
 //! Image bytes for the tests, the fuzz seeds and the benchmark: one PNG chunk builder and the
 //! PNG whose header claims any size (the model server's decode tests, the integration tests and
 //! the fuzz seeds all build their hostile PNGs here), and the variants of a photo
-//! ([`variants`]: the calibration test's and the escalation benchmark's mixed images).
+//! ([`variants`]: the calibration test's and the escalation benchmark's mixed images), and
+//! the 12-megapixel camera-like photo ([`camera`]).
 
+pub mod camera;
 mod variants;
 
-pub use variants::{JPEG_QUALITY, VARIANT_NAMES, encode, variant_images, variants};
+pub use variants::{JPEG_QUALITY, VARIANT_NAMES, encode, encode_jpeg, variant_images, variants};
 
 /// The eight bytes every PNG file starts with.
 pub const PNG_SIGNATURE: &[u8; 8] = b"\x89PNG\r\n\x1a\n";

@@ -5,7 +5,10 @@
 
 use std::io::Cursor;
 
-use image::{DynamicImage, ImageFormat, ImageResult, codecs::jpeg::JpegEncoder};
+use image::{
+    DynamicImage, GenericImageView, ImageFormat, ImageResult, PixelWithColorType,
+    codecs::jpeg::JpegEncoder,
+};
 
 /// The names of [`variants`], in order.
 pub const VARIANT_NAMES: [&str; 8] = [
@@ -64,13 +67,27 @@ pub fn variants(photo: &[u8], format: ImageFormat) -> ImageResult<Vec<(&'static 
 ///
 /// When `image` cannot be encoded as `format`.
 pub fn encode(image: &DynamicImage, format: ImageFormat) -> ImageResult<Vec<u8>> {
-    let mut out = Vec::new();
     if format == ImageFormat::Jpeg {
-        JpegEncoder::new_with_quality(&mut Cursor::new(&mut out), JPEG_QUALITY)
-            .encode_image(image)?;
-    } else {
-        image.write_to(&mut Cursor::new(&mut out), format)?;
+        return encode_jpeg(image);
     }
+    let mut out = Vec::new();
+    image.write_to(&mut Cursor::new(&mut out), format)?;
+    Ok(out)
+}
+
+/// `image` as a JPEG at quality [`JPEG_QUALITY`] (any image type: no copy into a
+/// [`DynamicImage`] first).
+///
+/// # Errors
+///
+/// When `image` cannot be encoded as JPEG.
+pub fn encode_jpeg<I>(image: &I) -> ImageResult<Vec<u8>>
+where
+    I: GenericImageView,
+    I::Pixel: PixelWithColorType,
+{
+    let mut out = Vec::new();
+    JpegEncoder::new_with_quality(&mut Cursor::new(&mut out), JPEG_QUALITY).encode_image(image)?;
     Ok(out)
 }
 
