@@ -12,7 +12,7 @@ use crate::{
     load::Load,
     support::{
         app::{AppOptions, spawn_app_with},
-        cluster::NatsCluster,
+        cluster::{ELECTION_LIMIT, NatsCluster},
         photo,
     },
     tally::tally,
@@ -38,10 +38,7 @@ async fn placement(js: &jetstream::Context, stream: &str) -> (usize, String, usi
                     current,
                 );
             }
-            Err(e) => assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "stream {stream}: {e}"
-            ),
+            Err(e) => assert!(started.elapsed() < ELECTION_LIMIT, "stream {stream}: {e}"),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -87,7 +84,7 @@ async fn e_nats_cluster_loses_a_node_and_gets_it_back() {
     ] {
         let (replicas, _, _) = placement(&js, &stream).await;
         assert_eq!(replicas, 3, "{stream} has 3 replicas");
-        wait_current(&js, &stream, Duration::from_secs(30)).await;
+        wait_current(&js, &stream, ELECTION_LIMIT).await;
     }
 
     let load = Load::start("e", &app.base, photo(PHOTO), RATE);
@@ -103,7 +100,7 @@ async fn e_nats_cluster_loses_a_node_and_gets_it_back() {
     let (_, new_leader, _) = placement(&js, JOBS_STREAM).await;
     assert_ne!(new_leader, leader, "another node leads the stream");
     cluster.start_node(victim);
-    cluster.wait_healthy(Duration::from_secs(60)).await;
+    cluster.wait_healthy(ELECTION_LIMIT).await;
     let outage = down.elapsed().as_secs_f64();
     wait_more_accepted(&load, 20).await;
     let submissions = load.stop().await;
@@ -140,7 +137,7 @@ async fn e_nats_cluster_loses_a_node_and_gets_it_back() {
     }
     // The node that came back has caught up.
     for stream in [JOBS_STREAM.to_owned(), format!("KV_{JOBS_BUCKET}")] {
-        wait_current(&js, &stream, Duration::from_secs(30)).await;
+        wait_current(&js, &stream, ELECTION_LIMIT).await;
     }
     tally.report_and_check(&format!(
         "R3 stream and buckets; stream leader {} SIGKILLed, back after {outage:.1} s, caught up",
