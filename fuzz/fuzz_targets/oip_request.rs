@@ -1,4 +1,4 @@
-//! Fuzz target: see `tandem_fuzz::oip_request` (fuzz/harness/src/oip.rs) and fuzz/README.md.
+//! Fuzz target: see `tandem_fuzz::oip_request` (fuzz-harness/src/oip.rs) and fuzz/README.md.
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {

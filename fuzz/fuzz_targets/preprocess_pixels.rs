@@ -1,4 +1,4 @@
-//! Fuzz target: see `tandem_fuzz::preprocess_pixels` (fuzz/harness/src/images.rs) and fuzz/README.md.
+//! Fuzz target: see `tandem_fuzz::preprocess_pixels` (fuzz-harness/src/images.rs) and fuzz/README.md.
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {

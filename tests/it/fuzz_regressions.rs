@@ -1,6 +1,6 @@
 //! Fuzzing, replayed in the normal test run: every committed seed (`fuzz/seeds/<target>/`) and
 //! every input that once broke a fuzz target (`fuzz/regressions/<target>/`) goes through the very
-//! harness the fuzzer runs (`tandem-fuzz-harness`, `fuzz/harness/`), so a fix stays fixed and
+//! harness the fuzzer runs (`tandem-fuzz-harness`, `fuzz-harness/`), so a fix stays fixed and
 //! the harness stays in step with the code. Seeds must also get the answer they were made for:
 //! accepted, or refused with the named error. Running the fuzzer itself is `scripts/fuzz` (see
 //! `fuzz/README.md`).
@@ -11,7 +11,7 @@ use std::{
     path::PathBuf,
 };
 
-/// The harnesses the fuzzer runs, and the seeds they start from (`fuzz/harness/`).
+/// The harnesses the fuzzer runs, and the seeds they start from (`fuzz-harness/`).
 use tandem_fuzz_harness as harness;
 use tandem_fuzz_harness::seeds;
 
@@ -124,7 +124,7 @@ fn oip_request_handling_survives_its_fuzz_inputs() {
 }
 
 /// Not a check: (re)writes the committed seed corpus, `fuzz/seeds/<target>/`, from
-/// `tests/data/chelsea.jpg` (see `fuzz/harness/src/seeds.rs`). Run it after changing a
+/// `tests/data/chelsea.jpg` (see `fuzz-harness/src/seeds.rs`). Run it after changing a
 /// harness's framing.
 #[test]
 #[ignore = "writes fuzz/seeds; run it by hand with --ignored"]
