@@ -25,8 +25,9 @@ use std::{
 pub const LOWEST_PRIORITY: u8 = 9;
 
 /// How long a priority must have had at most one request at a time before a less urgent batch
-/// may run beside its batches: several times a slow batch (16 to 23 ms for Lite2 on one core in BENCHMARKS.md's runs), so
-/// that load rising again finds the slow batches stopped. Measured in BENCHMARKS.md, rows c, d.
+/// may run beside its batches: several times a slow batch (16 to 23 ms for Lite2 on one core in
+/// BENCHMARKS.md's runs), so that load rising again finds the slow batches stopped. Measured in
+/// BENCHMARKS.md, rows c, d.
 pub const CALM: Duration = Duration::from_secs(1);
 
 /// Requests waiting and batches running, by priority (index 0 is priority 1).

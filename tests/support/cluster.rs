@@ -5,9 +5,9 @@
 //! up is reported with the tail of every node's log.
 
 use std::{
-    fs::{File, OpenOptions},
+    fs::OpenOptions,
     path::PathBuf,
-    process::{Child, Command},
+    process::{Child, Command, ExitStatus},
     time::{Duration, Instant},
 };
 
@@ -34,16 +34,24 @@ struct Node {
     child: Option<Child>,
 }
 
+/// How many lines of each node's log a failure message shows.
+const LOG_TAIL_LINES: usize = 15;
+
 impl Node {
-    /// The last `lines` lines of the node's log, for a failure message, less the warnings our
-    /// own polling of `/healthz` writes (they would fill it).
-    fn log_tail(&self, lines: usize) -> String {
+    /// The end of the node's log, for a failure message, less the warnings our own polling of
+    /// `/healthz` writes (they would fill it).
+    fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let all: Vec<&str> = text
             .lines()
             .filter(|line| !line.contains("Healthcheck failed"))
             .collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        all[all.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+    }
+
+    /// How the node's process ended, if it was started and has exited.
+    fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
     }
 }
 
@@ -133,21 +141,17 @@ impl NatsCluster {
             .env("TANDEM_NATS_ROUTES", &routes)
             .env("TANDEM_NATS_STORE", node.store.path())
             .stdout(log.try_clone().expect("the node's log"))
-            .stderr::<File>(log)
+            .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start nats-server ({}): {e}", binary().display()));
         node.child = Some(child);
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", node.port)).is_err() {
-            if let Some(status) = node
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+            if let Some(status) = node.exit_status() {
                 panic!(
                     "{} exited at start: {status}\n{}",
                     node.name,
-                    node.log_tail(20)
+                    node.log_tail()
                 );
             }
             assert!(
@@ -155,7 +159,7 @@ impl NatsCluster {
                 "{} did not start on port {}\n{}",
                 node.name,
                 node.port,
-                node.log_tail(20)
+                node.log_tail()
             );
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -207,7 +211,7 @@ impl NatsCluster {
         self.nodes
             .iter_mut()
             .filter_map(|node| {
-                let status = node.child.as_mut()?.try_wait().ok().flatten()?;
+                let status = node.exit_status()?;
                 Some(format!("{} {status}", node.name))
             })
             .collect()
@@ -217,7 +221,7 @@ impl NatsCluster {
     fn logs(&self) -> String {
         self.nodes
             .iter()
-            .map(|node| format!("--- {} log:\n{}", node.name, node.log_tail(15)))
+            .map(|node| format!("--- {} log:\n{}", node.name, node.log_tail()))
             .collect::<Vec<_>>()
             .join("\n")
     }
